@@ -89,15 +89,24 @@ class BodyModel(nn.Module):
         """Optional pose-dependent vertex offsets in the canonical frame, ``[T, V, 3]``."""
         return None
 
+    def pose_transforms(self, pose: SMPLXPose, rest_joints: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """Skinning transforms ``[T, J, 4, 4]`` and posed joints ``[T, J, 3]`` for a pose, given the
+        canonical joints of the subject (``rest_joints [J, 3]`` or ``[T, J, 3]``; default: the
+        canonical body). This is all that reposing Gaussians needs."""
+        pose = pose.to(self.rest_vertices.device)
+        t = pose.num_frames
+        rest_joints = self.rest_joints if rest_joints is None else rest_joints.to(self.rest_vertices)
+        rest_joints = rest_joints.expand(t, -1, -1) if rest_joints.dim() == 2 else rest_joints.expand(t, -1, -1)
+        rotations = self.global_rotations(pose).to(rest_joints.dtype)
+        return skinning_transforms(rotations, rest_joints, self.parents, self.root_position(pose, rest_joints))
+
     def forward(self, pose: SMPLXPose, shape: Optional[Tensor] = None) -> BodyOutput:
         pose = pose.to(self.rest_vertices.device)
         t = pose.num_frames
         rest_vertices, rest_joints = self.rest(shape)
         if rest_vertices.shape[0] == 1 and t > 1:
             rest_vertices, rest_joints = rest_vertices.expand(t, -1, -1), rest_joints.expand(t, -1, -1)
-        rotations = self.global_rotations(pose).to(rest_vertices.dtype)
-        transforms, joints = skinning_transforms(rotations, rest_joints, self.parents,
-                                                 self.root_position(pose, rest_joints))
+        transforms, joints = self.pose_transforms(pose, rest_joints)
         canonical = rest_vertices
         correctives = self.pose_correctives(pose, shape)
         if correctives is not None:
