@@ -22,6 +22,18 @@ from sigman.render import fit_orbit_to_points, image_grid, render, render_turnta
 from sigman.uv import build_uv_template  # noqa: E402
 
 
+def shade(gaussians, light=(0.3, 0.5, 1.0), ambient: float = 0.35):
+    """Bake simple Lambert shading into the colours (each Gaussian's normal is its local +Z)."""
+    import roma
+
+    from sigman.lbs import wxyz_to_xyzw
+
+    normals = roma.unitquat_to_rotmat(wxyz_to_xyzw(gaussians.quats))[..., :, 2]
+    light = torch.nn.functional.normalize(torch.tensor(light, device=normals.device), dim=0)
+    lambert = (normals @ light).abs()  # flat Gaussians are two-sided
+    return gaussians.colors * (ambient + (1 - ambient) * lambert)[..., None]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pose", default="waving", help="preset name or SMPL-X/AMASS .npz (first frame)")
@@ -41,6 +53,7 @@ def main() -> None:
     posed = repose(gaussians, body.pose_transforms(pose)[0])
     posed = posed.with_(means=posed.means[0], quats=posed.quats[0], scales=posed.scales[0],
                         opacities=posed.opacities[0], colors=posed.colors[0])
+    posed = posed.with_(colors=shade(posed))
     cameras = fit_orbit_to_points(posed.means, n_views=4, width=args.size, height=args.size)
     views = render(posed, cameras).rgb
     args.out.mkdir(parents=True, exist_ok=True)

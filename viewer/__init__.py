@@ -1,0 +1,15 @@
+"""Browser viewer of sigman avatars (viser): live reposing, pose presets, motion playback.
+
+    from viewer import launch_viewer
+    viewer = launch_viewer(gaussians, body)   # a free port on 127.0.0.1
+    print(viewer.url); ...; viewer.stop()
+
+Command line: ``python -m viewer avatar.glb`` (or ``--demo`` for a bare body).
+"""
+
+from viewer.avatar import Avatar, demo_avatar, load_avatar
+from viewer.server import AvatarViewer, SplatFrame, launch_viewer
+from viewer.skinning import SparseSkin, covariances
+
+__all__ = ["Avatar", "AvatarViewer", "SparseSkin", "SplatFrame", "covariances", "demo_avatar",
+           "launch_viewer", "load_avatar"]
