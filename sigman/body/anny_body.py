@@ -136,6 +136,11 @@ class AnnyBody(BodyModel):
         )
         self.retarget = AnnyRetarget(self.joint_names, self.parents, self.rest_joints)
         self._anny = None  # the raw anny module, loaded only for non-default shapes
+        self.shape_bank = None  # optional ShapeBank: precomputed shapes, used where anny is absent
+
+    def attach_shape_bank(self, bank) -> None:
+        """Serve the shapes of a :class:`~sigman.body.shape_bank.ShapeBank` without anny."""
+        self.shape_bank = bank
 
     def default_shape(self, batch: int = 1) -> Tensor:
         return torch.full((batch, self.shape_dim), DEFAULT_PHENOTYPE, device=self.rest_vertices.device)
@@ -146,6 +151,10 @@ class AnnyBody(BodyModel):
             return super().rest(None)[0].expand(b, -1, -1), self.rest_joints.expand(b, -1, -1)
         if shape.shape[-1] != self.shape_dim:
             raise ValueError(f"anny shape must be [B, {self.shape_dim}] phenotypes {PHENOTYPE_LABELS}, got {tuple(shape.shape)}")
+        if self.shape_bank is not None:
+            found = self._from_bank(shape)
+            if found is not None:
+                return found
         if self._anny is None:
             self._anny = load_anny_module()
         raw = self._anny.to(shape.device)
@@ -154,6 +163,15 @@ class AnnyBody(BodyModel):
         verts = _to_sigman(out["rest_vertices"]).to(self.rest_vertices)
         joints = _to_sigman(out["rest_bone_heads"]).to(self.rest_vertices)
         return verts, joints
+
+    def _from_bank(self, shape: Tensor) -> Optional[tuple[Tensor, Tensor]]:
+        bank = self.shape_bank
+        dist = torch.cdist(shape.float().cpu(), bank.phenotypes)  # [B, K]
+        best = dist.min(dim=1)
+        if best.values.max() > 1e-5:
+            return None
+        idx = best.indices
+        return (bank.rest_vertices[idx].to(self.rest_vertices), bank.rest_joints[idx].to(self.rest_vertices))
 
     def global_rotations(self, pose: SMPLXPose) -> Tensor:
         return self.retarget.global_rotations(pose.global_rotmats().to(self.rest_vertices))
