@@ -2,3 +2,5 @@
 
 from .attention import attention, naive_attention
 from .dit import DIT_CONFIGS, DiTConfig, SigmanDiT, build_dit, dit_config
+from .image_encoder import DemoImageEncoder, SapiensEncoder, build_image_encoder
+from .vae import VAE_CONFIGS, SigmanVAE, VAEConfig

@@ -1,0 +1,260 @@
+"""The generation pipeline: the only place where the stages are chained.
+
+    photo -> preprocess -> image encoder -> DiT sampler -> latent UV map -> VAE decoder
+          -> Gaussian attributes at the UV template's points -> canonical Gaussians
+          -> LBS with the body model and the pose -> posed Gaussians -> renders
+
+``SigmanPipeline.from_pretrained(folder)`` reads ``pipeline.json`` + safetensors (the demo weights
+trained by ``train/``), or the official SIGMAN release files (see :mod:`sigman.weights`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sigman.body import BodyModel, load_body_model
+from sigman.gaussians import Gaussians, gaussians_from_attributes, quat_from_normals, repose
+from sigman.models.dit import SigmanDiT, dit_config
+from sigman.models.image_encoder import SAPIENS_FILENAME, build_image_encoder
+from sigman.models.vae import VAE_CONFIGS, SigmanVAE, VAEConfig
+from sigman.paths import weights_dir
+from sigman.pose import SMPLXPose
+from sigman.preprocess import preprocess_person
+from sigman.presets import resolve_pose
+from sigman.render import Camera, fit_orbit_to_points, render
+from sigman.sampling import SAMPLERS, sample
+from sigman.uv import UVTemplate, build_uv_template
+from sigman.weights import WeightsError, load_json, load_weights, save_json, save_weights
+
+ProgressFn = Callable[[float, str], None]
+PIPELINE_FILE = "pipeline.json"
+VAE_FILE = "autoencoder.safetensors"
+DIT_FILE = "transformer.safetensors"
+ENCODER_FILE = "image_encoder.safetensors"
+
+
+@dataclass
+class PipelineConfig:
+    """What a model folder's ``pipeline.json`` holds."""
+
+    body_model: str = "anny"
+    vae: str = "demo"  # a name in VAE_CONFIGS
+    dit: str = "demo"  # a name in DIT_CONFIGS
+    image_encoder: str = "demo"  # "sapiens" or a DemoImageEncoder config name
+    gaussian_uv_resolution: int = 256  # one Gaussian per covered texel of this UV template
+    vae_overrides: dict = field(default_factory=dict)
+    dit_overrides: dict = field(default_factory=dict)
+    steps: int = 30
+    guidance: float = 3.5
+    sampler: str = "ddim"
+    guidance_schedule: str = "constant"
+    background: float = 1.0  # grey level of the photo's background and of renders
+
+    @staticmethod
+    def from_dict(data: dict) -> "PipelineConfig":
+        known = {f.name for f in dataclasses.fields(PipelineConfig)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise WeightsError(f"{PIPELINE_FILE} has unknown fields {unknown}; it was written by a newer sigman")
+        return PipelineConfig(**data)
+
+
+@dataclass
+class PipelineOutput:
+    canonical: Gaussians  # [N, ...] with skin_weights, canonical (rest) pose
+    posed: Gaussians  # [T, N, ...] one per pose frame
+    renders: Optional[np.ndarray]  # uint8 [V, H, W, 3] of the first posed frame
+    cameras: Optional[Camera]
+    latents: Tensor  # [1, C, h, w] VAE latents (unscaled)
+    input_image: Tensor  # [1, 3, S, S] the preprocessed photo
+    rest_joints: Tensor  # [J, 3] canonical joints of this subject
+    timings: dict[str, float]
+
+
+def _vae_config(name: str, overrides: dict) -> VAEConfig:
+    if name not in VAE_CONFIGS:
+        raise WeightsError(f"unknown VAE config {name!r}; choose one of {sorted(VAE_CONFIGS)}")
+    return dataclasses.replace(VAE_CONFIGS[name], **overrides)
+
+
+class SigmanPipeline:
+    """Photo + pose -> animatable Gaussians. Build with :meth:`from_pretrained` (weights) or
+    :meth:`from_config` (random weights, for tests and smoke runs)."""
+
+    def __init__(self, config: PipelineConfig, body: BodyModel, vae: SigmanVAE, dit: SigmanDiT,
+                 image_encoder: torch.nn.Module, device: Union[str, torch.device] = "cpu",
+                 dtype: Optional[torch.dtype] = None) -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.body = body.to(self.device)
+        self.vae = vae.to(self.device).eval()
+        self.dit = dit.to(self.device, self.dtype).eval()
+        self.image_encoder = image_encoder.to(self.device, self.dtype).eval()
+        self.template: UVTemplate = build_uv_template(self.body, config.gaussian_uv_resolution)
+        self._template_quats = quat_from_normals(self.template.normals)
+
+    # --- construction ---------------------------------------------------------------------
+
+    @staticmethod
+    def from_config(config: PipelineConfig = PipelineConfig(), device: str = "cpu", seed: int = 0,
+                    body: Optional[BodyModel] = None) -> "SigmanPipeline":
+        """A pipeline with randomly initialised models (deterministic given ``seed``)."""
+        torch.manual_seed(seed)
+        vae = SigmanVAE(_vae_config(config.vae, config.vae_overrides))
+        dit = SigmanDiT(dit_config(config.dit, **config.dit_overrides))
+        encoder = build_image_encoder(config.image_encoder)
+        body = body or load_body_model(config.body_model)
+        return SigmanPipeline(config, body, vae, dit, encoder, device)
+
+    @staticmethod
+    def from_pretrained(folder: Union[str, Path, None] = None, device: Optional[str] = None,
+                        body: Optional[BodyModel] = None) -> "SigmanPipeline":
+        """Load a model folder (default: ``assets/weights/demo``; an official-release folder is
+        recognised by its files). Raises :class:`WeightsError` with the fix when anything is
+        missing or does not match."""
+        folder = Path(folder) if folder is not None else weights_dir() / "demo"
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if not folder.is_dir():
+            raise WeightsError(f"model folder not found: {folder}; train the demo weights with train/ "
+                               "or pass the folder that holds pipeline.json")
+        if (folder / PIPELINE_FILE).is_file():
+            config = PipelineConfig.from_dict(load_json(folder / PIPELINE_FILE))
+        elif (folder / VAE_FILE).is_file() and (folder / DIT_FILE).is_file():
+            config = PipelineConfig(body_model="smplx", vae="official", dit="official", image_encoder="sapiens",
+                                    gaussian_uv_resolution=512, guidance_schedule="release-dynamic")
+        else:
+            raise WeightsError(f"{folder} holds neither {PIPELINE_FILE} nor the release's {VAE_FILE} + {DIT_FILE}")
+        vae = SigmanVAE(_vae_config(config.vae, config.vae_overrides))
+        dit = SigmanDiT(dit_config(config.dit, **config.dit_overrides))
+        load_weights(vae, folder / VAE_FILE)
+        load_weights(dit, folder / DIT_FILE)
+        if config.image_encoder == "sapiens":
+            if not (folder / SAPIENS_FILENAME).is_file():
+                raise WeightsError(f"{folder / SAPIENS_FILENAME} is missing: the official weights need the "
+                                   "Sapiens-1B torchscript file beside them")
+            encoder = build_image_encoder("sapiens", folder)
+        else:
+            encoder = build_image_encoder(config.image_encoder)
+            load_weights(encoder, folder / ENCODER_FILE)
+        body = body or load_body_model(config.body_model)
+        return SigmanPipeline(config, body, vae, dit, encoder, device)
+
+    def save_pretrained(self, folder: Union[str, Path]) -> None:
+        folder = Path(folder)
+        save_json(dataclasses.asdict(self.config), folder / PIPELINE_FILE)
+        save_weights(self.vae, folder / VAE_FILE)
+        save_weights(self.dit, folder / DIT_FILE)
+        if self.config.image_encoder != "sapiens":
+            save_weights(self.image_encoder, folder / ENCODER_FILE)
+
+    # --- stages ---------------------------------------------------------------------------
+
+    def encoder_input_size(self) -> int:
+        return int(getattr(self.image_encoder, "input_size", None) or self.image_encoder.config.input_size)
+
+    def encode_image(self, image) -> tuple[Tensor, Tensor]:
+        """Photo (path / PIL / array / tensor) -> (preprocessed ``[1, 3, S, S]``, features)."""
+        person = preprocess_person(image, size=self.encoder_input_size(), background=self.config.background)
+        pixels = person.image.to(self.device, self.dtype)
+        with torch.no_grad():
+            features = self.image_encoder(pixels)
+        return person.image, features
+
+    def sample_latents(self, features: Tensor, steps: int, guidance: float, sampler: str, seed: int,
+                       progress: Optional[Callable[[int, int], None]] = None) -> Tensor:
+        """Image features -> VAE latents ``[1, C, h, w]`` (unscaled)."""
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+        c, h, w = self.vae.config.latent_shape
+        with torch.no_grad():
+            scaled = sample(self.dit, features, (1, c, h, w), steps=steps, guidance=guidance, sampler=sampler,
+                            seed=seed, progress=progress, guidance_schedule=self.config.guidance_schedule)
+        return scaled.float() / self.vae.config.latent_scaling_factor
+
+    def decode_gaussians(self, latents: Tensor, shape: Optional[Tensor] = None) -> tuple[Gaussians, Tensor]:
+        """VAE latents -> canonical Gaussians on the body of ``shape`` and its rest joints ``[J, 3]``."""
+        rest_vertices, rest_joints = self.body.rest(shape)
+        points = self.template.positions_for(rest_vertices[0])
+        with torch.no_grad():
+            attrs = self.vae.decode_attributes(latents.float(), self.template.texel_uv, template_points=points,
+                                               template_quats=self._template_quats,
+                                               point_spacing=self.template.footprints)
+        g = gaussians_from_attributes(points, attrs["offset"], attrs["scale"], attrs["quat"], attrs["opacity"],
+                                      attrs["rgb"].clamp(0, 1), skin_weights=self.template.skin_weights)
+        canonical = g.with_(means=g.means[0], quats=g.quats[0], scales=g.scales[0], opacities=g.opacities[0],
+                            colors=g.colors[0])
+        return canonical, rest_joints[0]
+
+    def pose_gaussians(self, canonical: Gaussians, rest_joints: Tensor, pose: SMPLXPose) -> Gaussians:
+        transforms, _ = self.body.pose_transforms(pose, rest_joints)
+        return repose(canonical, transforms)
+
+    def render_views(self, gaussians: Gaussians, num_views: int = 4, size: int = 512) -> tuple[np.ndarray, Camera]:
+        cameras = fit_orbit_to_points(gaussians.means.float(), n_views=num_views, width=size, height=size).to(self.device)
+        bg = (self.config.background,) * 3
+        with torch.no_grad():
+            rgb = render(gaussians.to(torch.float32), cameras, background=bg).rgb
+        return (rgb.clamp(0, 1) * 255).round().byte().cpu().numpy(), cameras
+
+    # --- all together ---------------------------------------------------------------------
+
+    def __call__(self, image, pose: Union[str, Path, SMPLXPose, dict] = "a_pose", steps: Optional[int] = None,
+                 guidance: Optional[float] = None, seed: int = 0, sampler: Optional[str] = None,
+                 shape: Optional[Tensor] = None, num_views: int = 4, render_size: int = 512,
+                 progress: Optional[ProgressFn] = None) -> PipelineOutput:
+        """Generate an avatar.
+
+        Args:
+            image: the photo (path, PIL image, numpy array or tensor; alpha or white background).
+            pose: a preset name, an SMPL-X/AMASS ``.npz`` path, or an :class:`SMPLXPose`.
+            steps, guidance, sampler: sampling settings (defaults from the config).
+            seed: the sampling noise seed (same seed, same avatar).
+            shape: body-model shape ``[1, S]`` (anny phenotypes / SMPL-X betas); ``None``: default.
+            num_views, render_size: renders of the first posed frame (``num_views=0``: none).
+            progress: ``progress(fraction, stage)`` for a progress bar.
+        """
+        cfg = self.config
+        steps, guidance, sampler = steps or cfg.steps, cfg.guidance if guidance is None else guidance, sampler or cfg.sampler
+        report = progress or (lambda fraction, stage: None)
+        timings: dict[str, float] = {}
+        tick = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal tick
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            now = time.perf_counter()
+            timings[name] = now - tick
+            tick = now
+
+        pose = resolve_pose(pose)
+        report(0.0, "preprocessing the photo")
+        photo, features = self.encode_image(image)
+        lap("encode_image")
+        latents = self.sample_latents(features, steps, guidance, sampler, seed,
+                                      progress=lambda i, n: report(0.05 + 0.79 * i / n, f"sampling step {i}/{n}"))
+        lap("sample")
+        report(0.85, "decoding Gaussians")
+        canonical, rest_joints = self.decode_gaussians(latents, shape)
+        lap("decode")
+        report(0.9, "posing")
+        posed = self.pose_gaussians(canonical, rest_joints, pose)
+        lap("pose")
+        renders, cameras = None, None
+        if num_views > 0:
+            report(0.93, "rendering")
+            first = posed.with_(means=posed.means[0], quats=posed.quats[0], scales=posed.scales[0],
+                                opacities=posed.opacities[0], colors=posed.colors[0])
+            renders, cameras = self.render_views(first, num_views, render_size)
+            lap("render")
+        report(1.0, "done")
+        return PipelineOutput(canonical, posed, renders, cameras, latents, photo, rest_joints, timings)
