@@ -73,9 +73,9 @@ def export_avatar(pipe, result, out: Union[str, Path], turntable_frames: int = 4
                                   background=(pipe.config.background,) * 3)
         write_video(out / "turntable.mp4", frames, fps=24)
         files.append(out / "turntable.mp4")
-    save_gaussians(out / "avatar.ply", posed.detach().cpu())
-    save_gaussians(out / "avatar_canonical.ply", result.canonical.detach().cpu())
-    save_gaussians(out / "avatar.glb", result.canonical.detach().cpu(), rig=avatar_rig(pipe, result.rest_joints))
+    save_gaussians(out / "avatar.ply", posed.detach().to("cpu"))
+    save_gaussians(out / "avatar_canonical.ply", result.canonical.detach().to("cpu"))
+    save_gaussians(out / "avatar.glb", result.canonical.detach().to("cpu"), rig=avatar_rig(pipe, result.rest_joints))
     files += [out / "avatar.ply", out / "avatar_canonical.ply", out / "avatar.glb"]
     if motion is not None:
         frames = render_motion(pipe, result.canonical, result.rest_joints, resolve_pose(motion), size=min(size, 384),
