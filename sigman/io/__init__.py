@@ -1,4 +1,13 @@
-"""Gaussian file formats: standard 3DGS ``.ply``, compact ``.splat``, rigged glTF ``.glb``."""
+"""Gaussian file formats: standard 3DGS ``.ply``, compact ``.splat``, rigged glTF ``.glb``.
+
+==========  ===========================  ======================================================
+suffix      writer / reader              what it keeps
+==========  ===========================  ======================================================
+``.ply``    :func:`save_ply`             everything but skin weights; stored values exact
+``.splat``  :func:`save_splat`           lossy (8-bit colour, opacity and rotation), reordered
+``.glb``    :func:`save_glb`             everything, exact; skin weights as top-4 + the rig
+==========  ===========================  ======================================================
+"""
 
 from __future__ import annotations
 
@@ -6,43 +15,45 @@ from pathlib import Path
 from typing import Optional, Union
 
 from sigman.gaussians import Gaussians
-from sigman.io.gltf import load_rigged_glb, save_rigged_glb
+from sigman.io.gltf import load_glb, load_rigged_glb, save_glb, save_rigged_glb
 from sigman.io.ply import load_ply, save_ply
 from sigman.io.rig import Rig
 from sigman.io.splat import load_splat, save_splat
 
-SUFFIXES = (".ply", ".splat", ".glb")
+SAVE_SUFFIXES = (".ply", ".splat", ".glb")
+LOAD_SUFFIXES = (".ply", ".splat", ".glb", ".gltf")
 
 
 def save_gaussians(path: Union[str, Path], gaussians: Gaussians, rig: Optional[Rig] = None) -> None:
-    """Write by suffix: ``.ply``, ``.splat`` or ``.glb`` (the rigged avatar; needs ``rig``)."""
+    """Write Gaussians ``[N, ...]`` by suffix: ``.ply``, ``.splat`` or ``.glb`` (rigged when
+    ``rig`` is given, which ``.ply``/``.splat`` cannot hold)."""
     suffix = Path(path).suffix.lower()
-    if suffix == ".ply":
-        save_ply(path, gaussians)
-    elif suffix == ".splat":
-        save_splat(path, gaussians)
-    elif suffix == ".glb":
-        if rig is None:
-            raise ValueError("a .glb avatar needs its rig (joint names, parents, rest joints)")
-        save_rigged_glb(path, gaussians, rig)
-    else:
-        raise ValueError(f"unknown Gaussian file type '{suffix}'; use one of {', '.join(SUFFIXES)}")
+    if suffix not in SAVE_SUFFIXES:
+        raise ValueError(f"unknown Gaussian file type '{suffix}' for {Path(path).name}; use one of "
+                         f"{', '.join(SAVE_SUFFIXES)}")
+    if suffix == ".glb":
+        save_glb(path, gaussians, rig)
+        return
+    if rig is not None:
+        raise ValueError(f"a {suffix} file cannot hold a rig; save the rigged avatar as .glb")
+    (save_ply if suffix == ".ply" else save_splat)(path, gaussians)
 
 
 def load_gaussians(path: Union[str, Path]) -> Gaussians:
-    """Read ``.ply``, ``.splat`` or ``.glb`` (for a ``.glb`` the rig is dropped; use
-    :func:`load_rigged_glb` to keep it)."""
+    """Read Gaussians ``[N, ...]`` (float32) from ``.ply``, ``.splat``, ``.glb`` or ``.gltf``; a
+    rigged ``.glb`` gives ``skin_weights`` (use :func:`load_rigged_glb` to get its :class:`Rig`)."""
     suffix = Path(path).suffix.lower()
+    if suffix not in LOAD_SUFFIXES:
+        raise ValueError(f"unknown Gaussian file type '{suffix}' for {Path(path).name}; use one of "
+                         f"{', '.join(LOAD_SUFFIXES)}")
     if not Path(path).is_file():
-        raise ValueError(f"file not found: {path}")
+        raise FileNotFoundError(f"Gaussian file not found: {path}")
     if suffix == ".ply":
         return load_ply(path)
     if suffix == ".splat":
         return load_splat(path)
-    if suffix == ".glb":
-        return load_rigged_glb(path)[0]
-    raise ValueError(f"unknown Gaussian file type '{suffix}'; use one of {', '.join(SUFFIXES)}")
+    return load_glb(path)[0]
 
 
 __all__ = ["Rig", "save_gaussians", "load_gaussians", "save_ply", "load_ply", "save_splat", "load_splat",
-           "save_rigged_glb", "load_rigged_glb"]
+           "save_glb", "load_glb", "save_rigged_glb", "load_rigged_glb"]

@@ -1,31 +1,47 @@
-"""Rigged Gaussian avatars as glTF 2.0 binary (``.glb``).
+"""Gaussian avatars as glTF 2.0 binary (``.glb``), rigged or static.
 
-Layout:
+glTF's frame is the project's (+Y up, the body faces +Z, metres), so nothing is converted. A file
+holds (``N`` Gaussians, ``J`` joints):
 
-- a skin: one node per joint (named, parented as the body's joint tree, translations of the
-  canonical pose), with inverse bind matrices (a translation by ``-rest_joint``: joint frames are
-  world-aligned at rest);
-- one mesh primitive of ``mode`` POINTS holding the canonical Gaussians: ``POSITION``,
-  ``JOINTS_0`` / ``WEIGHTS_0`` (the 4 largest skin weights per Gaussian, renormalised), ``COLOR_0``
-  (RGBA, a fallback for viewers without splat support), and the attributes of the Khronos
-  ``KHR_gaussian_splatting`` draft: ``KHR_gaussian_splatting:ROTATION`` (x, y, z, w),
-  ``:SCALE`` (linear), ``:OPACITY`` and ``:SH_DEGREE_0_COEF_0``. The extension is listed in
-  ``extensionsUsed`` only, so any glTF viewer still loads the skinned point cloud;
-- ``extras.sigman`` at the root: format version, the body model name and the joint tree, so this
-  project reloads the avatar and reposes it with any SMPL-X pose.
+- ``nodes[0]`` ``"avatar"``: the mesh, and (rigged) the skin; then one node per joint, named, in
+  the body's joint order, parented as the body's joint tree, ``translation`` = offset from its
+  parent in the canonical pose. Joint frames are world-aligned at rest, so each inverse bind
+  matrix is a translation by ``-rest_joints[j]``.
+- ``meshes[0]`` ``"gaussians"``: one primitive, ``mode`` POINTS (0), in the canonical pose, with
+  the attributes of the Khronos ``KHR_gaussian_splatting`` extension (release candidate):
+  ``KHR_gaussian_splatting:ROTATION`` (unit ``(x, y, z, w)``), ``:SCALE`` (linear std-devs),
+  ``:OPACITY`` (``[0, 1]``), ``:SH_DEGREE_0_COEF_0`` (``(rgb - 0.5) / C0``), kernel ``ellipse``,
+  colour space ``srgb_rec709_display``; ``POSITION`` (with min/max); ``COLOR_0`` (linear RGB
+  decoded from sRGB + opacity: the point-cloud fallback); ``_SIGMAN_COLOR`` (the float32 colours
+  exactly); and (rigged) ``JOINTS_0``/``WEIGHTS_0``: each Gaussian's 4 largest skin weights,
+  renormalised to sum to 1 (``influences=8`` adds ``JOINTS_1``/``WEIGHTS_1``). The extension is
+  listed in ``extensionsUsed`` only: a viewer without it still shows the skinned point cloud.
+- ``extras.sigman`` (root): ``format``, ``version``, and (rigged) ``body_model``, ``joint_names``,
+  ``parents``, ``rest_joints`` (float32 values, exact) and ``skin_influences``; with a body mesh,
+  ``body_mesh: {vertices, faces}`` name accessors (float32 ``[V, 3]``, uint32 ``[3F]``).
+
+Round trip: means, (unit) quaternions, scales, opacities, colours (within their valid ranges, which
+the writer clamps to) and the rig come back bit-exact; skin weights come back as their
+top-``influences`` renormalised (enough to repose: anny texels rarely have more than 4 significant
+joints). Reading also accepts ``.gltf`` JSON (one buffer, data URI or a file beside it) and splat
+files of other tools (dequantising normalized integer attributes; their node transforms are not
+applied).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import struct
 from pathlib import Path
-from typing import Union
+from typing import Any, Optional, Union
+from urllib.parse import unquote
 
 import numpy as np
 import torch
 
 from sigman.gaussians import Gaussians
+from sigman.io.ply import SH_C0, gaussian_arrays, normalize_quats, rgb_to_sh0
 from sigman.io.rig import Rig
 
 EXTENSION = "KHR_gaussian_splatting"
@@ -33,179 +49,382 @@ ATTR_ROTATION = f"{EXTENSION}:ROTATION"
 ATTR_SCALE = f"{EXTENSION}:SCALE"
 ATTR_OPACITY = f"{EXTENSION}:OPACITY"
 ATTR_SH0 = f"{EXTENSION}:SH_DEGREE_0_COEF_0"
-SH_C0 = 0.28209479177387814
-FORMAT_VERSION = 1
-TOP_K = 4
-_GLB_MAGIC, _JSON, _BIN = 0x46546C67, 0x4E4F534A, 0x004E4942
-_FLOAT, _USHORT, _UBYTE = 5126, 5123, 5121
-_NUM_COMPONENTS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT4": 16}
-_NUMPY = {_FLOAT: "<f4", _USHORT: "<u2", _UBYTE: "u1", 5125: "<u4", 5122: "<i2", 5120: "i1"}
+ATTR_EXACT_COLOR = "_SIGMAN_COLOR"  # application-specific attribute (leading underscore)
+SPLAT_PROPERTIES = {"kernel": "ellipse", "colorSpace": "srgb_rec709_display", "projection": "perspective",
+                    "sortingMethod": "cameraDistance"}
+FORMAT, FORMAT_VERSION = "sigman-avatar", 1
+DEFAULT_INFLUENCES = 4
+
+_GLB_MAGIC, _CHUNK_JSON, _CHUNK_BIN = 0x46546C67, 0x4E4F534A, 0x004E4942
+_BYTE, _UBYTE, _SHORT, _USHORT, _UINT, _FLOAT = 5120, 5121, 5122, 5123, 5125, 5126
+_ARRAY_BUFFER = 34962
+_WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 9, "MAT4": 16}
+_DTYPE = {_BYTE: "i1", _UBYTE: "u1", _SHORT: "<i2", _USHORT: "<u2", _UINT: "<u4", _FLOAT: "<f4"}
+_NORM = {_BYTE: 127.0, _UBYTE: 255.0, _SHORT: 32767.0, _USHORT: 65535.0}
+PathLike = Union[str, Path]
 
 
-def top_k_weights(weights: torch.Tensor, k: int = TOP_K) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` largest weights per row, renormalised: joints ``[N, k]`` uint16, weights ``[N, k]``."""
-    values, index = weights.float().topk(min(k, weights.shape[1]), dim=1)
-    values = values / values.sum(dim=1, keepdim=True).clamp_min(1e-12)
+# --- writing ---------------------------------------------------------------------------------
+
+def top_k_weights(weights: torch.Tensor, k: int = DEFAULT_INFLUENCES) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest skin weights of each row of ``weights [N, J]``, renormalised.
+
+    Returns joints ``[N, k]`` int64 and float32 weights ``[N, k]`` (largest first) whose float32
+    rows sum to 1 (to float32 rounding); zero weights (and the tail when ``J < k``) name joint 0.
+    """
+    w = weights.detach().to("cpu", torch.float64)
+    if not torch.isfinite(w).all() or (w < -1e-6).any():
+        raise ValueError("skin_weights must be finite and non-negative")
+    values, index = w.clamp_min(0).topk(min(k, w.shape[1]), dim=1)
+    total = values.sum(dim=1, keepdim=True)
+    if (total <= 0).any():
+        raise ValueError(f"skin_weights row {int((total[:, 0] <= 0).nonzero()[0])} has no weight on any joint")
+    values = (values / total).numpy().astype(np.float32)
+    values[:, 0] = (1.0 - values[:, 1:].astype(np.float64).sum(axis=1)).astype(np.float32)
+    index = np.where(values > 0, index.numpy(), 0)  # glTF: unused influences name joint 0
     if values.shape[1] < k:
         pad = k - values.shape[1]
-        values = torch.cat([values, values.new_zeros(len(values), pad)], 1)
-        index = torch.cat([index, index.new_zeros(len(index), pad)], 1)
-    return index.cpu().numpy().astype(np.uint16), values.cpu().numpy().astype(np.float32)
+        values = np.concatenate([values, np.zeros((len(values), pad), np.float32)], 1)
+        index = np.concatenate([index, np.zeros((len(index), pad), index.dtype)], 1)
+    return index, values
 
 
-class _Builder:
+def srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    """sRGB-encoded values in ``[0, 1]`` -> linear (the glTF ``COLOR_0`` convention)."""
+    c = np.clip(c.astype(np.float64), 0.0, 1.0)
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(c: np.ndarray) -> np.ndarray:
+    c = np.clip(c.astype(np.float64), 0.0, 1.0)
+    return np.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1 / 2.4) - 0.055)
+
+
+class _Buffer:
+    """The binary chunk under construction: views and accessors, each 4-byte aligned."""
+
     def __init__(self) -> None:
         self.blob = bytearray()
         self.views: list[dict] = []
         self.accessors: list[dict] = []
 
-    def add(self, array: np.ndarray, kind: str, component: int, minmax: bool = False) -> int:
-        while len(self.blob) % 4:
-            self.blob.append(0)
-        data = np.ascontiguousarray(array, dtype=_NUMPY[component]).tobytes()
-        self.views.append({"buffer": 0, "byteOffset": len(self.blob), "byteLength": len(data)})
-        self.blob += data
-        accessor = {"bufferView": len(self.views) - 1, "componentType": component, "count": int(len(array)), "type": kind}
-        if minmax:
-            accessor["min"] = [float(v) for v in array.min(axis=0)]
-            accessor["max"] = [float(v) for v in array.max(axis=0)]
+    def add(self, array: np.ndarray, kind: str, component: int, vertex: bool = False, minmax: bool = False) -> int:
+        array = np.ascontiguousarray(array, dtype=_DTYPE[component])
+        self.blob += b"\0" * (-len(self.blob) % 4)
+        view = {"buffer": 0, "byteOffset": len(self.blob), "byteLength": array.nbytes}
+        if vertex:
+            view["target"] = _ARRAY_BUFFER
+        self.views.append(view)
+        self.blob += array.tobytes()
+        count = len(array)
+        accessor = {"bufferView": len(self.views) - 1, "componentType": component, "count": int(count), "type": kind}
+        if minmax and count:
+            flat = array.reshape(count, -1)
+            accessor["min"] = [v.item() for v in flat.min(axis=0)]
+            accessor["max"] = [v.item() for v in flat.max(axis=0)]
         self.accessors.append(accessor)
         return len(self.accessors) - 1
 
 
-def save_rigged_glb(path: Union[str, Path], gaussians: Gaussians, rig: Rig) -> None:
-    """Write canonical Gaussians ``[N, ...]`` (with ``skin_weights [N, J]``) and their rig."""
-    if gaussians.skin_weights is None:
-        raise ValueError("a rigged .glb needs Gaussians with skin_weights")
-    if gaussians.skin_weights.shape[1] != len(rig.joint_names):
-        raise ValueError(f"skin_weights have {gaussians.skin_weights.shape[1]} joints, the rig {len(rig.joint_names)}")
-    g = gaussians.detach().to("cpu")
-    b = _Builder()
-    means = g.means.float().numpy()
-    quat_wxyz = g.quats.float().numpy()
-    rgb = g.colors.float().numpy()
-    alpha = g.opacities.float().numpy()
-    joints, weights = top_k_weights(g.skin_weights)
+def _floats(values: np.ndarray) -> list:
+    """float32 values as JSON numbers that parse back to the same float32."""
+    return np.asarray(values, dtype=np.float32).astype(np.float64).tolist()
+
+
+def build_glb(gaussians: Gaussians, rig: Optional[Rig] = None, influences: int = DEFAULT_INFLUENCES) -> bytes:
+    """The bytes of a ``.glb`` holding canonical Gaussians ``[N, ...]`` and (optionally) their rig."""
+    a = gaussian_arrays(gaussians, "a .glb")
+    if influences <= 0 or influences % 4:
+        raise ValueError(f"influences must be a positive multiple of 4, got {influences}")
+    buf = _Buffer()
+    rgb, alpha = np.clip(a["colors"], 0, 1), np.clip(a["opacities"], 0, 1)
+    scales = np.clip(a["scales"], 0, None)
     attributes = {
-        "POSITION": b.add(means, "VEC3", _FLOAT, minmax=True),
-        "COLOR_0": b.add(np.concatenate([rgb, alpha[:, None]], 1), "VEC4", _FLOAT),
-        "JOINTS_0": b.add(joints, "VEC4", _USHORT),
-        "WEIGHTS_0": b.add(weights, "VEC4", _FLOAT),
-        ATTR_ROTATION: b.add(quat_wxyz[:, [1, 2, 3, 0]], "VEC4", _FLOAT),
-        ATTR_SCALE: b.add(g.scales.float().numpy(), "VEC3", _FLOAT),
-        ATTR_OPACITY: b.add(alpha, "SCALAR", _FLOAT),
-        ATTR_SH0: b.add((rgb - 0.5) / SH_C0, "VEC3", _FLOAT),
+        "POSITION": buf.add(a["means"], "VEC3", _FLOAT, vertex=True, minmax=True),
+        "COLOR_0": buf.add(np.concatenate([srgb_to_linear(rgb), alpha[:, None]], 1), "VEC4", _FLOAT, vertex=True),
+        ATTR_ROTATION: buf.add(normalize_quats(a["quats"])[:, [1, 2, 3, 0]], "VEC4", _FLOAT, vertex=True),
+        ATTR_SCALE: buf.add(scales, "VEC3", _FLOAT, vertex=True),
+        ATTR_OPACITY: buf.add(alpha, "SCALAR", _FLOAT, vertex=True),
+        ATTR_SH0: buf.add(rgb_to_sh0(rgb), "VEC3", _FLOAT, vertex=True),
+        ATTR_EXACT_COLOR: buf.add(rgb, "VEC3", _FLOAT, vertex=True),
     }
-    rest = rig.rest_joints.float().numpy()
-    parents = rig.parents.tolist()
-    inverse_bind = np.tile(np.eye(4, dtype=np.float32), (len(parents), 1, 1))
-    inverse_bind[:, :3, 3] = -rest
-    ibm = b.add(inverse_bind.transpose(0, 2, 1).reshape(-1, 16), "MAT4", _FLOAT)  # glTF is column-major
-    joint_nodes = []
-    for j, name in enumerate(rig.joint_names):
-        p = parents[j]
-        offset = rest[j] - (rest[p] if p >= 0 else 0.0)
-        node = {"name": name, "translation": [float(v) for v in offset]}
-        children = [1 + c for c, cp in enumerate(parents) if cp == j]
-        if children:
-            node["children"] = children
-        joint_nodes.append(node)
-    roots = [1 + j for j, p in enumerate(parents) if p < 0]
-    gltf = {
+    avatar: dict[str, Any] = {"name": "avatar", "mesh": 0}
+    gltf: dict[str, Any] = {
         "asset": {"version": "2.0", "generator": "sigman"},
         "extensionsUsed": [EXTENSION],
         "scene": 0,
-        "scenes": [{"nodes": [0, *roots]}],
-        "nodes": [{"name": "avatar", "mesh": 0, "skin": 0}, *joint_nodes],
-        "meshes": [{"name": "gaussians", "primitives": [{"mode": 0, "attributes": attributes, "extensions": {
-            EXTENSION: {"kernel": "ellipse", "colorSpace": "srgb_rec709_display", "projection": "perspective",
-                        "sortingMethod": "cameraDistance"}}}]}],
-        "skins": [{"name": "body", "joints": list(range(1, len(parents) + 1)), "inverseBindMatrices": ibm,
-                   "skeleton": roots[0]}],
-        "buffers": [{"byteLength": len(b.blob)}],
-        "bufferViews": b.views,
-        "accessors": b.accessors,
-        "extras": {"sigman": {"format_version": FORMAT_VERSION, "body_model": rig.body_model,
-                              "joint_names": list(rig.joint_names), "parents": parents,
-                              "rest_joints": rest.tolist(), "skin_weights": f"top{TOP_K}"}},
+        "scenes": [{"name": "avatar", "nodes": [0]}],
+        "nodes": [avatar],
+        "meshes": [{"name": "gaussians", "primitives": [
+            {"mode": 0, "attributes": attributes, "extensions": {EXTENSION: dict(SPLAT_PROPERTIES)}}]}],
     }
-    text = json.dumps(gltf, separators=(",", ":")).encode()
+    meta: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION, "rigged": rig is not None}
+    if rig is not None:
+        _add_rig(gltf, buf, attributes, meta, gaussians, rig, influences)
+    gltf["buffers"] = [{"byteLength": len(buf.blob)}]
+    gltf["bufferViews"] = buf.views
+    gltf["accessors"] = buf.accessors
+    gltf["extras"] = {"sigman": meta}
+    text = json.dumps(gltf, separators=(",", ":"), allow_nan=False).encode("utf-8")
     text += b" " * (-len(text) % 4)
-    blob = bytes(b.blob) + b"\0" * (-len(b.blob) % 4)
+    blob = bytes(buf.blob) + b"\0" * (-len(buf.blob) % 4)
     total = 12 + 8 + len(text) + 8 + len(blob)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<III", _GLB_MAGIC, 2, total))
-        f.write(struct.pack("<II", len(text), _JSON) + text)
-        f.write(struct.pack("<II", len(blob), _BIN) + blob)
+    return b"".join([struct.pack("<III", _GLB_MAGIC, 2, total), struct.pack("<II", len(text), _CHUNK_JSON), text,
+                     struct.pack("<II", len(blob), _CHUNK_BIN), blob])
 
 
-def read_glb(path: Union[str, Path]) -> tuple[dict, bytes]:
-    """The JSON and binary chunks of a ``.glb`` (validated)."""
+def _add_rig(gltf: dict, buf: _Buffer, attributes: dict, meta: dict, gaussians: Gaussians, rig: Rig,
+             influences: int) -> None:
+    num_joints = rig.num_joints
+    if gaussians.skin_weights is None:
+        raise ValueError("a rigged .glb needs Gaussians with skin_weights [N, J]")
+    if gaussians.skin_weights.shape != (gaussians.num_gaussians, num_joints):
+        raise ValueError(f"skin_weights are {tuple(gaussians.skin_weights.shape)} but the rig has {num_joints} "
+                         f"joints for {gaussians.num_gaussians} Gaussians")
+    if num_joints > 65536:
+        raise ValueError(f"glTF skins index joints with 16 bits; this rig has {num_joints}")
+    joints, weights = top_k_weights(gaussians.skin_weights, influences)
+    joint_type = _UBYTE if num_joints <= 256 else _USHORT
+    for s in range(influences // 4):
+        attributes[f"JOINTS_{s}"] = buf.add(joints[:, 4 * s:4 * s + 4], "VEC4", joint_type, vertex=True)
+        attributes[f"WEIGHTS_{s}"] = buf.add(weights[:, 4 * s:4 * s + 4], "VEC4", _FLOAT, vertex=True)
+    rest = rig.rest_joints.numpy().astype(np.float32)
+    parents = rig.parents.tolist()
+    inverse_bind = np.tile(np.eye(4, dtype=np.float32), (num_joints, 1, 1))
+    inverse_bind[:, :3, 3] = -rest
+    ibm = buf.add(inverse_bind.transpose(0, 2, 1).reshape(-1, 16), "MAT4", _FLOAT)  # column-major
+    children: list[list[int]] = [[] for _ in range(num_joints)]
+    for j, p in enumerate(parents):
+        if p >= 0:
+            children[p].append(1 + j)
+    for j, name in enumerate(rig.joint_names):
+        p = parents[j]
+        offset = rest[j].astype(np.float64) - (rest[p].astype(np.float64) if p >= 0 else 0.0)
+        node: dict[str, Any] = {"name": name, "translation": offset.tolist()}
+        if children[j]:
+            node["children"] = children[j]
+        gltf["nodes"].append(node)
+    roots = [1 + j for j, p in enumerate(parents) if p < 0]
+    gltf["scenes"][0]["nodes"] += roots
+    gltf["nodes"][0]["skin"] = 0
+    skin: dict[str, Any] = {"name": rig.body_model, "joints": list(range(1, num_joints + 1)),
+                            "inverseBindMatrices": ibm}
+    if len(roots) == 1:
+        skin["skeleton"] = roots[0]
+    gltf["skins"] = [skin]
+    meta.update({"body_model": rig.body_model, "joint_names": list(rig.joint_names), "parents": parents,
+                 "rest_joints": _floats(rest), "skin_influences": influences})
+    if rig.vertices is not None:
+        meta["body_mesh"] = {"vertices": buf.add(rig.vertices.numpy(), "VEC3", _FLOAT, minmax=True),
+                             "faces": buf.add(rig.faces.numpy().reshape(-1).astype(np.uint32), "SCALAR", _UINT)}
+
+
+def save_glb(path: PathLike, gaussians: Gaussians, rig: Optional[Rig] = None,
+             influences: int = DEFAULT_INFLUENCES) -> None:
+    """Write canonical Gaussians ``[N, ...]`` as a ``.glb``: rigged with ``rig`` (then
+    ``gaussians.skin_weights [N, J]`` are needed), a static splat without."""
+    Path(path).write_bytes(build_glb(gaussians, rig, influences))
+
+
+def save_rigged_glb(path: PathLike, gaussians: Gaussians, rig: Rig, influences: int = DEFAULT_INFLUENCES) -> None:
+    """Write a rigged avatar: canonical Gaussians ``[N, ...]`` with ``skin_weights [N, J]`` and their rig."""
+    if rig is None:
+        raise ValueError("a rigged .glb needs its rig (joint names, parents, rest joints)")
+    save_glb(path, gaussians, rig, influences)
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+def read_gltf(path: PathLike) -> tuple[dict, bytes]:
+    """The JSON document and binary buffer of a ``.glb`` (or a ``.gltf`` with one buffer), checked."""
     raw = Path(path).read_bytes()
-    if len(raw) < 20:
-        raise ValueError(f"{path} is not a glTF binary (.glb): too short")
-    magic, version, total = struct.unpack_from("<III", raw)
-    if magic != _GLB_MAGIC or version != 2:
-        raise ValueError(f"{path} is not a glTF 2.0 binary (.glb)")
-    if total != len(raw):
-        raise ValueError(f"{path} is truncated or padded: header says {total} bytes, file has {len(raw)}")
-    json_len, kind = struct.unpack_from("<II", raw, 12)
-    if kind != _JSON or 20 + json_len > len(raw):
-        raise ValueError(f"{path} has no valid JSON chunk")
-    try:
-        gltf = json.loads(raw[20:20 + json_len])
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} has a corrupt JSON chunk ({err})") from err
-    blob = b""
-    at = 20 + json_len
-    if at + 8 <= len(raw):
-        blob_len, kind = struct.unpack_from("<II", raw, at)
-        if kind == _BIN:
-            blob = raw[at + 8:at + 8 + blob_len]
-            if len(blob) != blob_len:
-                raise ValueError(f"{path} is truncated: the binary chunk is incomplete")
+    if raw[:4] == b"glTF":
+        gltf, blob = _parse_glb(raw, str(path))
+    elif raw.lstrip()[:1] == b"{":
+        gltf, blob = _parse_json(raw, str(path)), b""
+        buffers = gltf.get("buffers")
+        first = buffers[0] if isinstance(buffers, list) and buffers else None
+        uri = first.get("uri") if isinstance(first, dict) else None
+        if uri is not None:
+            blob = _read_uri(uri, Path(path).parent, str(path))
+    else:
+        raise ValueError(f"{path} is not a glTF file (neither a .glb binary nor glTF JSON)")
+    asset = gltf.get("asset")
+    version = asset.get("version") if isinstance(asset, dict) else None
+    if not str(version).startswith("2."):
+        raise ValueError(f"{path} is not a glTF 2.0 file (asset.version {version!r})")
     return gltf, blob
 
 
-def _accessor(gltf: dict, blob: bytes, index: int) -> np.ndarray:
-    acc = gltf["accessors"][index]
-    view = gltf["bufferViews"][acc["bufferView"]]
-    width = _NUM_COMPONENTS[acc["type"]]
-    dtype = np.dtype(_NUMPY[acc["componentType"]])
-    start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
-    count = acc["count"]
-    if start + count * width * dtype.itemsize > len(blob):
-        raise ValueError("an accessor reads past the end of the binary chunk (truncated file)")
-    return np.frombuffer(blob, dtype=dtype, count=count * width, offset=start).reshape(count, width)
-
-
-def load_rigged_glb(path: Union[str, Path]) -> tuple[Gaussians, Rig]:
-    """Read a rigged avatar written by :func:`save_rigged_glb` (canonical pose)."""
-    gltf, blob = read_glb(path)
-    meta = gltf.get("extras", {}).get("sigman")
-    if meta is None:
-        raise ValueError(f"{path} is not a sigman rigged avatar (no extras.sigman); export it with sigman")
+def _parse_json(text: bytes, name: str) -> dict:
     try:
-        prim = next(p for m in gltf.get("meshes", []) for p in m["primitives"] if ATTR_ROTATION in p["attributes"])
-        attr = {k: _accessor(gltf, blob, v) for k, v in prim["attributes"].items()}
-        joint_names, parents = list(meta["joint_names"]), meta["parents"]
-        rest = np.asarray(meta["rest_joints"], dtype=np.float32)
-    except (StopIteration, KeyError, IndexError, TypeError) as err:
-        raise ValueError(f"{path} is a malformed sigman avatar ({err.__class__.__name__}: {err})") from err
-    n, j = len(attr["POSITION"]), len(joint_names)
-    index = torch.from_numpy(attr["JOINTS_0"].astype(np.int64))
-    if index.numel() and int(index.max()) >= j:
-        raise ValueError(f"{path}: JOINTS_0 names joint {int(index.max())} but the rig has {j}")
-    weights = torch.zeros(n, j)
-    weights.scatter_add_(1, index, torch.from_numpy(attr["WEIGHTS_0"].astype(np.float32)))
-    rgba = torch.from_numpy(attr["COLOR_0"].copy())
-    quat_xyzw = torch.from_numpy(attr[ATTR_ROTATION].copy())
-    gaussians = Gaussians(
-        means=torch.from_numpy(attr["POSITION"].copy()),
-        quats=quat_xyzw[:, [3, 0, 1, 2]],
-        scales=torch.from_numpy(attr[ATTR_SCALE].copy()),
-        opacities=torch.from_numpy(attr[ATTR_OPACITY][:, 0].copy()),
-        colors=rgba[:, :3].contiguous(),
-        skin_weights=weights,
-    )
-    return gaussians, Rig(joint_names, torch.tensor(parents), torch.from_numpy(rest), str(meta["body_model"]))
+        gltf = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{name} has a corrupt JSON chunk ({err})") from None
+    if not isinstance(gltf, dict):
+        raise ValueError(f"{name} has a corrupt JSON chunk (not an object)")
+    return gltf
+
+
+def _parse_glb(raw: bytes, name: str) -> tuple[dict, bytes]:
+    if len(raw) < 20:
+        raise ValueError(f"{name} is truncated: too short for a .glb header")
+    _, version, total = struct.unpack_from("<III", raw)
+    if version != 2:
+        raise ValueError(f"{name} is a glTF {version} binary; only glTF 2.0 is read")
+    if total != len(raw):
+        raise ValueError(f"{name} is truncated or padded: its header says {total} bytes, the file has {len(raw)}")
+    gltf, blob, at = None, b"", 12
+    while at + 8 <= len(raw):
+        length, kind = struct.unpack_from("<II", raw, at)
+        chunk = raw[at + 8:at + 8 + length]
+        if len(chunk) != length:
+            raise ValueError(f"{name} is truncated: a chunk runs past the end of the file")
+        if gltf is None:
+            if kind != _CHUNK_JSON:
+                raise ValueError(f"{name} is not a valid .glb: its first chunk is not JSON")
+            gltf = _parse_json(chunk, name)
+        elif kind == _CHUNK_BIN and not blob:
+            blob = chunk
+        at += 8 + length
+    if gltf is None:
+        raise ValueError(f"{name} is not a valid .glb: no JSON chunk")
+    return gltf, blob
+
+
+def _read_uri(uri: str, folder: Path, name: str) -> bytes:
+    if uri.startswith("data:"):
+        head, _, data = uri.partition(",")
+        if not head.endswith(";base64"):
+            raise ValueError(f"{name}: only base64 data URIs are supported")
+        return base64.b64decode(data)
+    if ":" in uri.split("/")[0]:
+        raise ValueError(f"{name}: external buffer URI '{uri[:40]}' is not a local file")
+    file = folder / unquote(uri)
+    if not file.is_file():
+        raise ValueError(f"{name}: its buffer file '{uri}' is missing")
+    return file.read_bytes()
+
+
+def read_accessor(gltf: dict, blob: bytes, index: int) -> np.ndarray:
+    """Accessor ``index`` as ``[count, width]`` (normalized integers dequantised to float32)."""
+    acc = gltf["accessors"][index]
+    if "sparse" in acc:
+        raise ValueError(f"sparse accessors are not supported (accessor {index})")
+    width, component, count = _WIDTH[acc["type"]], acc["componentType"], int(acc["count"])
+    dtype = np.dtype(_DTYPE[component])
+    if "bufferView" not in acc or count == 0:
+        out = np.zeros((count, width), dtype)
+    else:
+        view = gltf["bufferViews"][acc["bufferView"]]
+        if view.get("buffer", 0) != 0:
+            raise ValueError("only single-buffer glTF files are supported")
+        element = width * dtype.itemsize
+        stride = view.get("byteStride", element)
+        start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
+        end = start + (count - 1) * stride + element if count else start
+        view_end = view.get("byteOffset", 0) + view["byteLength"]
+        if end > view_end or view_end > len(blob) or stride < element or start < 0:
+            raise ValueError(f"accessor {index} reads past the end of its buffer (truncated or corrupt file)")
+        out = np.ndarray((count, width), dtype, buffer=blob, offset=start, strides=(stride, dtype.itemsize)).copy()
+    if acc.get("normalized", False) and component in _NORM:
+        out = np.maximum(out.astype(np.float32) / np.float32(_NORM[component]), np.float32(-1))
+    return out
+
+
+def _find_splats(gltf: dict) -> dict:
+    for mesh in gltf.get("meshes", []):
+        for prim in mesh.get("primitives", []):
+            if EXTENSION in prim.get("extensions", {}) or ATTR_ROTATION in prim.get("attributes", {}):
+                return prim
+    raise ValueError("no Gaussian splats in it (no mesh primitive with KHR_gaussian_splatting)")
+
+
+def _load(gltf: dict, blob: bytes) -> tuple[Gaussians, Optional[Rig]]:
+    meta = gltf.get("extras", {}).get("sigman") if isinstance(gltf.get("extras"), dict) else None
+    if meta is not None and int(meta.get("version", 0)) > FORMAT_VERSION:
+        raise ValueError(f"written by a newer sigman (avatar format version {meta['version']}); update sigman")
+    prim = _find_splats(gltf)
+    attrs = prim["attributes"]
+    missing = [k for k in ("POSITION", ATTR_ROTATION, ATTR_SCALE, ATTR_OPACITY) if k not in attrs]
+    if missing:
+        raise ValueError(f"its splat primitive has no '{missing[0]}' attribute")
+    if prim.get("mode", 4) != 0:
+        raise ValueError("its splat primitive is not POINTS (mode 0)")
+    data = {k: read_accessor(gltf, blob, v) for k, v in attrs.items()}
+    counts = {k: len(v) for k, v in data.items()}
+    if len(set(counts.values())) > 1:
+        raise ValueError(f"its attributes have different counts {counts}")
+    means = data["POSITION"].astype(np.float32)
+    quats = normalize_quats(data[ATTR_ROTATION].astype(np.float32)[:, [3, 0, 1, 2]])
+    scales = data[ATTR_SCALE].astype(np.float32)
+    if meta is None and (scales < 0).any():  # pre-release drafts of the extension stored log(scale)
+        scales = np.exp(scales.astype(np.float64)).astype(np.float32)
+    alpha = np.clip(data[ATTR_OPACITY][:, 0].astype(np.float32), 0, 1)
+    if ATTR_EXACT_COLOR in data:
+        rgb = data[ATTR_EXACT_COLOR].astype(np.float32)
+    elif ATTR_SH0 in data:
+        rgb = np.clip(0.5 + SH_C0 * data[ATTR_SH0].astype(np.float64), 0, 1).astype(np.float32)
+    elif "COLOR_0" in data:
+        rgb = linear_to_srgb(data["COLOR_0"][:, :3]).astype(np.float32)
+    else:
+        raise ValueError("its splat primitive has no colour (SH_DEGREE_0_COEF_0 or COLOR_0)")
+    for label, array in (("POSITION", means), ("ROTATION", quats), ("SCALE", scales), ("OPACITY", alpha), ("colour", rgb)):
+        if not np.isfinite(array).all():
+            raise ValueError(f"its {label} values contain NaN or Inf")
+    rig = _read_rig(gltf, blob, meta) if meta is not None and meta.get("joint_names") is not None else None
+    skin_weights = _read_skin_weights(data, rig.num_joints) if rig is not None else None
+    gaussians = Gaussians(means=torch.from_numpy(means), quats=torch.from_numpy(quats),
+                          scales=torch.from_numpy(np.ascontiguousarray(scales)), opacities=torch.from_numpy(alpha.copy()),
+                          colors=torch.from_numpy(np.ascontiguousarray(rgb)), skin_weights=skin_weights)
+    return gaussians, rig
+
+
+def _read_rig(gltf: dict, blob: bytes, meta: dict) -> Rig:
+    vertices = faces = None
+    if "body_mesh" in meta:
+        vertices = torch.from_numpy(read_accessor(gltf, blob, meta["body_mesh"]["vertices"]).astype(np.float32))
+        faces = torch.from_numpy(read_accessor(gltf, blob, meta["body_mesh"]["faces"]).astype(np.int64).reshape(-1, 3))
+    rest = np.asarray(meta["rest_joints"], dtype=np.float32).reshape(-1, 3)
+    return Rig(list(meta["joint_names"]), torch.tensor(meta["parents"], dtype=torch.long), torch.from_numpy(rest),
+               str(meta["body_model"]), vertices, faces)
+
+
+def _read_skin_weights(data: dict, num_joints: int) -> torch.Tensor:
+    """Dense ``[N, J]`` float32 skin weights from the ``JOINTS_n``/``WEIGHTS_n`` sets."""
+    n = len(data["POSITION"])
+    weights = np.zeros((n, num_joints), np.float32)
+    s = 0
+    while f"JOINTS_{s}" in data and f"WEIGHTS_{s}" in data:
+        joints, w = data[f"JOINTS_{s}"].astype(np.int64), data[f"WEIGHTS_{s}"].astype(np.float32)
+        if joints.size and (joints.min() < 0 or joints.max() >= num_joints):
+            raise ValueError(f"JOINTS_{s} names joint {int(joints.max())} but the rig has {num_joints}")
+        if not np.isfinite(w).all() or (w < 0).any():
+            raise ValueError(f"WEIGHTS_{s} has negative, NaN or Inf weights")
+        np.add.at(weights, (np.arange(n)[:, None], joints), w)
+        s += 1
+    if s == 0:
+        raise ValueError("its rigged splat primitive has no JOINTS_0/WEIGHTS_0")
+    return torch.from_numpy(weights)
+
+
+def load_glb(path: PathLike) -> tuple[Gaussians, Optional[Rig]]:
+    """Read Gaussians ``[N, ...]`` (float32) from a ``.glb``/``.gltf`` with ``KHR_gaussian_splatting``
+    splats, and their rig when sigman wrote it rigged (else ``None``; node transforms of files
+    from other tools are not applied)."""
+    gltf, blob = read_gltf(path)
+    try:
+        return _load(gltf, blob)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    except (KeyError, IndexError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path} is a malformed glTF file ({type(err).__name__}: {err})") from None
+
+
+def load_rigged_glb(path: PathLike) -> tuple[Gaussians, Rig]:
+    """Read a rigged avatar written by :func:`save_rigged_glb`: canonical Gaussians ``[N, ...]``
+    with ``skin_weights [N, J]`` (top-k, renormalised) and the :class:`Rig`."""
+    gaussians, rig = load_glb(path)
+    if rig is None:
+        raise ValueError(f"{path} has Gaussians but no sigman rig (extras.sigman); load it with load_gaussians")
+    return gaussians, rig
