@@ -1,0 +1,420 @@
+"""Train the image-conditioned DiT and the demo image encoder jointly on latents of a frozen VAE.
+
+    accelerate launch --config_file train/accelerate_config.yaml train/train_dit.py dit_demo \
+        --data data/synth --vae runs/vae_demo --workspace runs/dit_demo --batch_size 64 --steps 100000
+    # continue exactly where the last checkpoint left off:
+    accelerate launch ... train/train_dit.py dit_demo --data data/synth --vae runs/vae_demo --workspace runs/dit_demo --resume
+
+Before the first step every training item is encoded once by the frozen VAE (posterior mean of its
+fixed front-orbit input views + partial UV texture); the latents and the items' condition images (the
+front view, cropped and centred) are kept in memory (on the device by default) and cached in
+``<workspace>/latents/`` so a resumed run skips the encoding. With several processes each encodes a
+share and the shares are gathered. A training step is then pure tensor work:
+
+    x0 = latent * latent_scaling_factor,  t ~ U{0..999},  eps ~ N(0, I)
+    x_t = add_noise(x0, eps, t),  v = velocity_target(x0, eps, t)          (the release's schedule)
+    features = image_encoder(condition) zeroed with probability CONDITION_DROPOUT (for CFG)
+    loss = || DiT(x_t, t, features) - v ||^2
+
+``latent_scaling_factor`` is ``1 / std`` of the training latents (``--auto_latent_scaling``, default)
+or the VAE config's; ``train/export_demo.py`` writes it into the pipeline's VAE config. The DiT and
+the encoder are averaged (EMA) for evaluation and export. Evaluation samples a few validation items
+with DDIM (``--eval_steps``) from the EMA model and reports the MSE to their true latents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+from torch.utils.data import DataLoader, Subset  # noqa: E402
+
+from sigman.data.dataset import DatasetConfig, SeedDataset  # noqa: E402
+from sigman.models.dit import DIT_CONFIGS, DiTConfig, SigmanDiT, dit_config  # noqa: E402
+from sigman.models.image_encoder import build_image_encoder  # noqa: E402
+from sigman.models.vae import UV_MAP_CHANNELS, SigmanVAE, VAEConfig, make_view_input  # noqa: E402
+from sigman.render import image_grid  # noqa: E402
+from sigman.sampling import CONDITION_DROPOUT, NoiseSchedule, add_noise, sample, velocity_target  # noqa: E402
+from train import checkpoint as ckpt  # noqa: E402
+from train.common import (  # noqa: E402
+    Deadline,
+    EMA,
+    Logger,
+    StreamBatchSampler,
+    Throughput,
+    add_config_arguments,
+    add_run_arguments,
+    config_from_args,
+    config_to_json,
+    cosine_schedule,
+    deterministic_algorithms,
+    loader_kwargs,
+    mixed_precision_for,
+    step_generator,
+    to_device,
+)
+
+
+@dataclass
+class DiTTrainConfig:
+    name: str = "dit_demo"
+    # --- data ---
+    data: str = "data/synth"  # folder holding train.npy and val.npy (seed layout)
+    shape_bank: Optional[str] = None  # accepted like train_vae.py's; the DiT needs no body shapes
+    num_workers: int = 8  # for the one-off encoding pass
+    # --- models ---
+    vae: str = "runs/vae_demo"  # frozen VAE: a VAE checkpoint folder or a train_vae.py workspace (latest)
+    dit: str = "demo"  # a name in DIT_CONFIGS
+    # The demo DiT (width 384) is 35 MiB even in fp16; width 256 with a 128-wide time embedding keeps the
+    # exported transformer.safetensors under 16 MiB (fp16). Pass --dit_overrides '{}' for the full demo.
+    dit_overrides: dict = field(default_factory=lambda: {"num_heads": 4, "time_embed_dim": 128})
+    image_encoder: str = "demo"  # a DemoImageEncoder config, trained jointly
+    auto_latent_scaling: bool = True  # latent_scaling_factor = 1 / std of the training latents
+    # --- optimisation ---
+    steps: int = 100_000
+    batch_size: int = 64  # per process
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 1000
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    mixed_precision: str = "bf16"  # "no" | "bf16" | "fp16" (CUDA only)
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    deterministic: bool = False  # torch.use_deterministic_algorithms: bit-exact resume on the CPU
+    condition_dropout: float = CONDITION_DROPOUT
+    ema_decay: float = 0.9995
+    cache_on_device: bool = True  # keep all latents + condition images on the GPU
+    encode_batch_size: int = 16
+    # --- bookkeeping ---
+    workspace: str = "runs/dit_demo"
+    log_every: int = 50
+    eval_every: int = 2000
+    eval_items: int = 8
+    eval_steps: int = 10  # DDIM steps of the evaluation samples
+    eval_guidance: float = 3.5
+    ckpt_every: int = 2000
+    keep_checkpoints: int = 3
+
+
+TINY_DIT = dict(num_layers=1, num_heads=2, head_dim=16, sample_size=4, time_embed_dim=32, condition_channels=32,
+                condition_size=16, condition_patch_size=2)
+
+CONFIGS: dict[str, DiTTrainConfig] = {
+    "dit_demo": DiTTrainConfig(),
+    "dit_tiny": DiTTrainConfig(
+        name="dit_tiny", num_workers=0, vae="runs/vae_tiny", dit_overrides=TINY_DIT, image_encoder="tiny",
+        steps=4, batch_size=2, lr=1e-3, warmup_steps=1, mixed_precision="no", deterministic=True, ema_decay=0.9,
+        encode_batch_size=2, workspace="runs/dit_tiny", log_every=1, eval_every=4, eval_items=1, eval_steps=2,
+        ckpt_every=2, keep_checkpoints=2,
+    ),
+}
+
+
+# --- the frozen VAE ----------------------------------------------------------------------------------
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_trained_vae(path) -> tuple[SigmanVAE, Path, str]:
+    """The VAE of a ``train_vae.py`` checkpoint (or of a workspace's latest): model, checkpoint, sha256
+    of its weights file. Strict key/shape check."""
+    from sigman.weights import load_weights
+
+    folder = ckpt.resolve_checkpoint(path)
+    state = ckpt.read_json(folder / ckpt.STATE_FILE)
+    if state.get("kind") != "vae":
+        raise ckpt.CheckpointError(f"{folder} is a '{state.get('kind')}' checkpoint, not a VAE one")
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in state["vae_config"].items()}
+    fields["gradient_checkpointing"] = False
+    vae = SigmanVAE(VAEConfig(**fields))
+    weights = folder / "model.safetensors"
+    load_weights(vae, weights)
+    return vae, folder, file_sha256(weights)
+
+
+# --- latents ---------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def encode_items(vae: SigmanVAE, ds: SeedDataset, indices: list[int], device: torch.device, batch_size: int,
+                 num_workers: int) -> tuple[Tensor, Tensor]:
+    """Posterior means ``[n, C, h, w]`` (float32, unscaled) and condition images ``[n, 3, S, S]`` (uint8)
+    of items ``indices`` of ``ds`` (a dataset in validation mode: fixed input views)."""
+    latents, conditions = [], []
+    if indices:
+        loader = DataLoader(Subset(ds, indices), batch_size=batch_size, **loader_kwargs(num_workers, device))
+        for batch in loader:
+            batch = to_device(batch, device)
+            views = make_view_input(batch["input_rgb"], batch["input_viewmats"], batch["input_Ks"])
+            mean, _ = vae.encode(views, batch["uv_texture"])
+            latents.append(mean.float().cpu())
+            conditions.append((batch["condition"] * 255).round().clamp(0, 255).to(torch.uint8).cpu())
+    c, h, w = vae.config.latent_shape
+    size = ds.config.condition_size
+    if not latents:
+        return torch.empty(0, c, h, w), torch.empty(0, 3, size, size, dtype=torch.uint8)
+    return torch.cat(latents), torch.cat(conditions)
+
+
+def encode_dataset(accelerator, vae: SigmanVAE, index: Path, limit: Optional[int], condition_size: int,
+                   cfg: DiTTrainConfig, cache: Path, vae_sha: str, all_processes: bool = True) -> tuple[Tensor, Tensor]:
+    """Latents and condition images of the (first ``limit``) items of ``index``: loaded from ``cache``
+    when it was made from the same VAE, items and sizes; otherwise encoded (each process a share,
+    gathered) and cached."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    vcfg = vae.config
+    ds = SeedDataset(DatasetConfig(index=index, image_size=vcfg.image_size, num_input_views=vcfg.num_views,
+                                   num_target_views=1, condition_size=condition_size, uv_resolution=vcfg.uv_size,
+                                   training=False))
+    count = len(ds) if limit is None else min(limit, len(ds))
+    meta = {"vae_sha256": vae_sha, "items": file_sha256(Path(index)), "count": str(count),
+            "valid": hashlib.sha256("\n".join(map(str, ds.items)).encode()).hexdigest(),
+            "condition_size": str(condition_size)}
+    if cache.is_file():
+        with safe_open(str(cache), "pt") as f:
+            if f.metadata() == meta:
+                return f.get_tensor("latents"), f.get_tensor("conditions")
+    rank, world = (accelerator.process_index, accelerator.num_processes) if all_processes else (0, 1)
+    lat, cond = encode_items(vae, ds, list(range(rank, count, world)), accelerator.device, cfg.encode_batch_size,
+                             cfg.num_workers)
+    if world > 1:
+        from accelerate.utils import gather
+
+        per = -(-count // world)
+        pad = lambda t: torch.cat([t, t.new_zeros(per - t.shape[0], *t.shape[1:])]).to(accelerator.device)
+        lat_all, cond_all = gather(pad(lat)).cpu(), gather(pad(cond)).cpu()  # [world * per, ...] by rank
+        order = torch.tensor([r * per + j for j in range(per) for r in range(world) if r + world * j < count])
+        lat, cond = lat_all[order], cond_all[order]
+    if accelerator.is_main_process:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        save_file({"latents": lat.contiguous(), "conditions": cond.contiguous()}, str(tmp), metadata=meta)
+        tmp.replace(cache)
+    return lat, cond
+
+
+# --- the trained module -----------------------------------------------------------------------------------
+
+class Denoiser(nn.Module):
+    """Image encoder + DiT as one module (one DDP wrapper, one optimizer, one EMA)."""
+
+    def __init__(self, dit: SigmanDiT, encoder: nn.Module) -> None:
+        super().__init__()
+        self.dit = dit
+        self.encoder = encoder
+
+    def forward(self, noisy: Tensor, timesteps: Tensor, images: Tensor, keep: Tensor) -> Tensor:
+        """``noisy [B, C, h, w]``, ``timesteps [B]``, condition ``images [B, 3, S, S]`` in [0, 1],
+        ``keep [B]`` bool (False: the image features are zeroed, the unconditional branch of CFG)."""
+        features = self.encoder(images)
+        features = features * keep.to(features.dtype).view(-1, 1, 1, 1)
+        return self.dit(noisy, timesteps, features)
+
+
+def check_compatible(dit_cfg: DiTConfig, vae_cfg: VAEConfig, encoder) -> None:
+    problems = []
+    if dit_cfg.in_channels != vae_cfg.latent_channels or dit_cfg.out_channels != vae_cfg.latent_channels:
+        problems.append(f"DiT in/out channels {dit_cfg.in_channels}/{dit_cfg.out_channels} != VAE latent channels "
+                        f"{vae_cfg.latent_channels}")
+    if dit_cfg.sample_size != vae_cfg.latent_size:
+        problems.append(f"DiT sample_size {dit_cfg.sample_size} != VAE latent_size {vae_cfg.latent_size}")
+    if dit_cfg.condition_channels != encoder.out_channels or dit_cfg.condition_size != encoder.out_size:
+        problems.append(f"DiT condition {dit_cfg.condition_channels}x{dit_cfg.condition_size}^2 != image encoder "
+                        f"output {encoder.out_channels}x{encoder.out_size}^2")
+    if problems:
+        raise SystemExit("the DiT does not fit the VAE / image encoder: " + "; ".join(problems)
+                         + " (fix --dit_overrides or the configs)")
+
+
+@torch.no_grad()
+def evaluate(cfg: DiTTrainConfig, accelerator, ema: nn.Module, vae: SigmanVAE, latents: Tensor, conditions: Tensor,
+             scale: float, logger: Logger, step: int) -> dict[str, float]:
+    """DDIM samples of the EMA model for the val items: MSE to their true (scaled) latents, with and
+    without guidance, and a picture of the decoded UV colours (true above, sampled below)."""
+    device = accelerator.device
+    x0 = latents.to(device).float() * scale
+    images = conditions.to(device).float() / 255
+    metrics = {}
+    with accelerator.autocast():
+        features = ema.encoder(images)
+        for name, g in (("latent_mse", cfg.eval_guidance), ("latent_mse_noguide", 1.0)):
+            sampled = sample(ema.dit, features, tuple(x0.shape), steps=cfg.eval_steps, guidance=g, sampler="ddim",
+                             seed=cfg.seed)
+            metrics[name] = float((sampled.float() - x0).square().mean())
+            if name == "latent_mse":
+                guided = sampled
+        rgb = UV_MAP_CHANNELS["rgb"]
+        k = min(4, x0.shape[0])
+        true_uv = vae.decode(x0[:k] / scale)[:, rgb].float()
+        sampled_uv = vae.decode(guided[:k].float() / scale)[:, rgb].float()
+    metrics["latent_var"] = float(x0.var())
+    logger.scalars(step, metrics, prefix="eval")
+    picture = image_grid(torch.cat([true_uv, sampled_uv]).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy(), ncols=k)
+    logger.image(step, "eval_uv_rgb", picture)
+    return metrics
+
+
+# --- training --------------------------------------------------------------------------------------------
+
+def train(cfg: DiTTrainConfig, resume: Optional[str] = None, stop_at: Optional[int] = None,
+          time_limit: Optional[float] = None) -> list[dict]:
+    """Run (or continue) a DiT training run. Returns the logged training records (main process).
+    ``stop_at`` (a step) and ``time_limit`` (minutes) end the run early with a checkpoint."""
+    with deterministic_algorithms(cfg.deterministic):
+        return _train(cfg, resume, stop_at, time_limit)
+
+
+def _train(cfg: DiTTrainConfig, resume: Optional[str], stop_at: Optional[int],
+           time_limit: Optional[float]) -> list[dict]:
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(mixed_precision=mixed_precision_for(cfg.mixed_precision, torch.cuda.is_available()))
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    workspace = Path(cfg.workspace)
+    ckpt_root = workspace / ckpt.CHECKPOINT_DIR
+    logger = Logger(workspace / "logs", enabled=accelerator.is_main_process)
+    if accelerator.is_main_process:
+        ckpt.clean_incomplete(ckpt_root)
+    accelerator.wait_for_everyone()
+
+    # --- frozen VAE and the models ---
+    vae, vae_ckpt, vae_sha = load_trained_vae(cfg.vae)
+    vae = vae.to(device).eval().requires_grad_(False)
+    torch.manual_seed(cfg.seed)
+    if cfg.dit not in DIT_CONFIGS:
+        raise SystemExit(f"unknown DiT config {cfg.dit!r}; choose one of {sorted(DIT_CONFIGS)}")
+    dit_cfg = dit_config(cfg.dit, **cfg.dit_overrides, gradient_checkpointing=cfg.gradient_checkpointing)
+    encoder = build_image_encoder(cfg.image_encoder)
+    check_compatible(dit_cfg, vae.config, encoder)
+    model = Denoiser(SigmanDiT(dit_cfg), encoder).to(device)
+    ema = EMA(model, cfg.ema_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    scheduler = cosine_schedule(optimizer, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
+    schedule = NoiseSchedule()
+
+    # --- latents (encoded once, cached) ---
+    data = Path(cfg.data)
+    cond_size = encoder.input_size
+    latents, conditions = encode_dataset(accelerator, vae, data / "train.npy", None, cond_size, cfg,
+                                         workspace / "latents" / "train.safetensors", vae_sha)
+    val_latents = val_conditions = None
+    if (data / "val.npy").is_file() and cfg.eval_items > 0 and accelerator.is_main_process:
+        val_latents, val_conditions = encode_dataset(accelerator, vae, data / "val.npy", cfg.eval_items, cond_size, cfg,
+                                                     workspace / "latents" / "val.safetensors", vae_sha,
+                                                     all_processes=False)
+    elif accelerator.is_main_process:
+        logger.note_once("eval", f"no {data / 'val.npy'} (or --eval_items 0): evaluation sampling is skipped")
+    scale = 1.0 / float(latents.float().std()) if cfg.auto_latent_scaling else vae.config.latent_scaling_factor
+    if cfg.cache_on_device:
+        latents, conditions = latents.to(device), conditions.to(device)
+
+    # --- resume ---
+    step = 0
+    if resume is not None:
+        path = ckpt.latest_checkpoint(ckpt_root) if resume == "latest" else ckpt.resolve_checkpoint(resume)
+        if path is None:
+            logger.print(f"--resume: no checkpoint in {ckpt_root} yet, starting from scratch")
+        else:
+            state = ckpt.load_checkpoint(path, modules={"model": model, "ema": ema.model}, optimizers={"optimizer": optimizer},
+                                         schedulers={"scheduler": scheduler}, rank=rank)
+            step, ema.updates = int(state["step"]), int(state["ema_updates"])
+            scale = float(state["latent_scaling_factor"])  # the run's factor, whatever the data say now
+            if state.get("vae_sha256") != vae_sha:
+                logger.note_once("vae", f"the VAE ({vae_ckpt}) differs from the one this run started with")
+            logger.print(f"resumed from {path} at step {step}")
+            logger.purge_after(step)
+
+    model, optimizer = accelerator.prepare(model, optimizer)
+    sampler = StreamBatchSampler(latents.shape[0], cfg.batch_size, rank, world, cfg.seed, start_step=step)
+
+    def save(at: int) -> None:
+        ckpt.save_checkpoint(
+            ckpt_root, at, modules={"model": accelerator.unwrap_model(model), "ema": ema.model},
+            optimizers={"optimizer": optimizer}, schedulers={"scheduler": scheduler},
+            state={"kind": "dit", "config": config_to_json(cfg), "dit_config": config_to_json(dit_cfg),
+                   "image_encoder": cfg.image_encoder, "latent_scaling_factor": scale, "ema_updates": ema.updates,
+                   "vae_checkpoint": str(vae_ckpt), "vae_sha256": vae_sha, "vae_config": config_to_json(vae.config)},
+            keep=cfg.keep_checkpoints, rank=rank, world_size=world, barrier=accelerator.wait_for_everyone)
+
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.print(f"DiT '{cfg.dit}' {cfg.dit_overrides} + encoder '{cfg.image_encoder}' ({n_params / 1e6:.2f}M params), "
+                 f"{latents.shape[0]} train latents (scale {scale:.4f}), batch {cfg.batch_size} x {world} processes, "
+                 f"{cfg.steps} steps, device {device}, mixed precision {accelerator.mixed_precision}")
+    history: list[dict] = []
+    meter = Throughput(device)
+    deadline = Deadline(time_limit, accelerator)
+    model.train()
+    while step < cfg.steps:
+        idx = torch.tensor([i for _, i in sampler.batch(step)], device=latents.device)
+        x0 = latents[idx].to(device, non_blocking=True).float() * scale
+        images = conditions[idx].to(device, non_blocking=True).float() / 255
+        gen = step_generator(cfg.seed, step, rank)  # CPU: the same draws on every machine
+        t = schedule.sample_timesteps(x0.shape[0], generator=gen)
+        noise = torch.randn(x0.shape, generator=gen).to(device, non_blocking=True)
+        keep = (torch.rand(x0.shape[0], generator=gen) >= cfg.condition_dropout).to(device)
+        noisy = add_noise(x0, noise, t, schedule)
+        target = velocity_target(x0, noise, t, schedule)
+        pred = model(noisy, t.to(device), images, keep)
+        loss = F.mse_loss(pred.float(), target)
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.update(accelerator.unwrap_model(model))
+        step += 1
+        meter.add(x0.shape[0])
+
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            values = accelerator.reduce(torch.stack([loss.detach(), grad_norm.detach().float()]), "mean").tolist()
+            rate = meter.rate()
+            record = {"loss": values[0], "grad_norm": values[1], "lr": scheduler.get_last_lr()[0],
+                      "epoch": sampler.epoch_at(step), "samples_per_s": rate, "samples_per_s_total": rate * world}
+            if accelerator.is_main_process:
+                logger.scalars(step, record)
+                history.append({"step": step, **record})
+                logger.print(f"step {step}/{cfg.steps} loss {values[0]:.4f} lr {record['lr']:.2e} epoch {record['epoch']:.2f} "
+                             f"| {rate:.1f} samples/s/process, {rate * world:.1f} samples/s total ({world} processes)")
+        if val_latents is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+            metrics = evaluate(cfg, accelerator, ema.model, vae, val_latents, val_conditions, scale, logger, step)
+            logger.print(f"step {step} eval latent MSE {metrics['latent_mse']:.4f} (guidance {cfg.eval_guidance}), "
+                         f"{metrics['latent_mse_noguide']:.4f} (none); latent var {metrics['latent_var']:.3f}")
+            meter.rate()
+        stopping = (stop_at is not None and step >= stop_at) or deadline.reached(step)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps or stopping:
+            save(step)
+        if stopping:
+            logger.print(f"stopping at step {step} (--stop_at / --time_limit); continue with --resume")
+            break
+    logger.close()
+    return history
+
+
+def main(argv: Optional[list[str]] = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", choices=sorted(CONFIGS), help="named training config")
+    add_config_arguments(parser, DiTTrainConfig)
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    return train(config_from_args(args, CONFIGS, DiTTrainConfig), resume=args.resume, stop_at=args.stop_at,
+                 time_limit=args.time_limit)
+
+
+if __name__ == "__main__":
+    main()
