@@ -1,0 +1,510 @@
+"""What the Gradio app (``app.py``) does, without the UI: load the pipeline, check the inputs of
+one request, run a generation into that request's own folder, start its viewer, and turn every
+expected failure into one readable sentence.
+
+    model = load_model(weights=None, device="cpu")          # never raises: see LoadedModel
+    studio = AvatarStudio(model, OutputSettings.for_device("cpu"))
+    result = studio.generate(GenerationRequest(photo="person.png"), session="abc")
+    result.views, result.turntable, result.ply, result.glb, result.viewer_url
+
+Requests share nothing but the read-only pipeline (sampling is serialised by a lock; renders of
+different requests may overlap) and the :class:`ViewerPool` (its own lock). Every expected problem
+is raised as :class:`AppError`, whose text is meant for the user as is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import numpy as np
+import torch
+
+from sigman.exporting import export_avatar, first_frame, render_motion
+from sigman.gaussians import Gaussians
+from sigman.lbs import quat_multiply
+from sigman.paths import assets_dir
+from sigman.pipeline import PipelineConfig, SigmanPipeline
+from sigman.pose import PoseFileError, SMPLXPose, load_pose
+from sigman.preprocess import ImageInputError, load_image, load_mask, preprocess_person
+from sigman.presets import MOTION_PRESETS, POSE_PRESETS, resolve_pose
+from sigman.render import write_video
+from sigman.sampling import SAMPLERS
+from sigman.weights import WeightsError
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[float, str], None]
+NO_MOTION = "none"
+WEIGHTS_ENV = "SIGMAN_WEIGHTS"
+VIEWER_HOST_ENV = "SIGMAN_VIEWER_HOST"
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+MAX_STEPS = 200
+MAX_GUIDANCE = 20.0
+MAX_SEED = 2**31 - 1
+GET_WEIGHTS_HELP = (
+    "Train the demo weights with `train/` (they go to `assets/weights/demo/`), or put the official SIGMAN "
+    "release (`autoencoder.safetensors`, `transformer.safetensors`, the Sapiens-1B torchscript file) in a "
+    f"folder and start the app with `--weights DIR` or `{WEIGHTS_ENV}=DIR`.")
+
+
+class AppError(Exception):
+    """A problem the user can act on; ``str(err)`` is the message to show, as is."""
+
+
+# --- weights ---------------------------------------------------------------------------------
+
+def default_weights_folder() -> Path:
+    return assets_dir() / "weights" / "demo"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """The app's model, or why there is none. ``pipe`` is ``None`` only when weights were found
+    but could not be loaded: then every generation answers ``error``."""
+
+    pipe: Optional[SigmanPipeline]
+    description: str  # e.g. "demo weights (assets/weights/demo)" or "random weights (untrained)"
+    banner: Optional[str] = None  # a warning for the top of the page (markdown); None: all is well
+    error: Optional[str] = None
+    random_weights: bool = False  # untrained models (results are labelled so)
+
+
+def load_model(weights: Optional[Union[str, Path]] = None, device: Optional[str] = None,
+               random_config: PipelineConfig = PipelineConfig(), body=None) -> LoadedModel:
+    """Load the pipeline: ``weights`` (a model folder) or ``$SIGMAN_WEIGHTS``, else the demo
+    weights in ``assets/weights/demo``. When no folder was named and the demo weights are not
+    there, a pipeline with random weights (``random_config``) stands in and the banner says so.
+    Never raises for weights problems: a named folder that fails to load gives a model without a
+    pipeline whose ``error`` names the problem."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    named = weights if weights is not None else os.environ.get(WEIGHTS_ENV) or None
+    folder = Path(named) if named is not None else default_weights_folder()
+    if named is None and not folder.exists():
+        pipe = SigmanPipeline.from_config(random_config, device=device, body=body)
+        banner = ("**Random weights.** No trained weights were found in `assets/weights/demo/`, so this app runs "
+                  "untrained models: the avatars are coloured noise on the body shape, not your photo. "
+                  + GET_WEIGHTS_HELP)
+        return LoadedModel(pipe, "random weights (untrained)", banner=banner, random_weights=True)
+    try:
+        pipe = SigmanPipeline.from_pretrained(folder, device=device, body=body)
+    except WeightsError as err:
+        message = f"The model weights in {folder} could not be loaded: {err}"
+        return LoadedModel(None, f"no model ({folder})", banner=f"**No model.** {message}. {GET_WEIGHTS_HELP}",
+                           error=message)
+    return LoadedModel(pipe, f"weights from {folder}")
+
+
+# --- settings, requests, results -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """How much each generation renders (CPU defaults are smaller: a CPU renders ~10 frames/s)."""
+
+    num_views: int = 4
+    render_size: int = 512
+    turntable_frames: int = 48
+    motion_size: int = 384
+    max_motion_frames: int = 240  # longer motions are subsampled in time to this many frames
+
+    @staticmethod
+    def for_device(device: Union[str, torch.device]) -> "OutputSettings":
+        if torch.device(device).type == "cuda":
+            return OutputSettings()
+        return OutputSettings(render_size=320, turntable_frames=36, motion_size=320, max_motion_frames=90)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One request, as the page sends it (files are paths to the uploads)."""
+
+    photo: Optional[str]
+    mask: Optional[str] = None
+    pose: str = "a_pose"  # a pose preset name
+    pose_file: Optional[str] = None  # an uploaded SMPL-X / AMASS .npz; overrides ``pose``
+    motion: str = "walk_cycle"  # a motion preset name, or NO_MOTION
+    motion_file: Optional[str] = None  # an uploaded sequence; overrides ``motion``
+    seed: int = 0
+    steps: Optional[int] = None  # None: the model's default
+    guidance: Optional[float] = None
+    sampler: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    folder: Path  # this request's own folder; every file below is in it
+    views: Optional[Path]  # the multi-view grid
+    turntable: Path
+    motion: Optional[Path]
+    ply: Path  # standard 3DGS .ply of the posed avatar
+    glb: Path  # the rigged avatar
+    preview: Path  # the posed avatar framed for Gradio's Model3D splat view (see write_preview)
+    input_crop: Path  # the preprocessed photo the model saw
+    num_gaussians: int
+    viewer_url: Optional[str]
+    summary: str  # one markdown line: what was made, how, and how long it took
+
+
+def pose_choices() -> list[str]:
+    return list(POSE_PRESETS)
+
+
+def motion_choices() -> list[str]:
+    return [NO_MOTION, *MOTION_PRESETS]
+
+
+def thumbnails_dir() -> Path:
+    return assets_dir() / "poses" / "thumbnails"
+
+
+def pose_thumbnails() -> list[tuple[str, str]]:
+    """``(image path, preset name)`` for every pose preset that has a thumbnail."""
+    folder = thumbnails_dir()
+    return [(str(folder / f"{name}.png"), name) for name in pose_choices() if (folder / f"{name}.png").is_file()]
+
+
+def examples_dir() -> Path:
+    return assets_dir() / "examples"
+
+
+def example_photos() -> list[str]:
+    return [str(p) for p in sorted(examples_dir().glob("*.png"))]
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+def _rename(message: str, path: Optional[str], what: str) -> str:
+    """Messages name uploads by their temporary path; show the file's own name instead."""
+    if path:
+        message = message.replace(str(path), Path(path).name)
+    return f"{what}: {message}"
+
+
+def user_message(err: BaseException) -> Optional[str]:
+    """The sentence to show for an expected failure, ``None`` for a bug."""
+    if isinstance(err, AppError):
+        return str(err)
+    if isinstance(err, ImageInputError):
+        return f"Photo: {err}"
+    if isinstance(err, PoseFileError):
+        return f"Pose file: {err}"
+    if isinstance(err, WeightsError):
+        return f"Model weights: {err}"
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ("The server ran out of disk space while writing the results. Free some space (or ask the "
+                "app's host to) and try again.")
+    if isinstance(err, OSError):
+        return (f"Could not read or write a file on the server ({err.strerror or type(err).__name__}). "
+                "Try again; if it persists, tell the app's host.")
+    if isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return "The server ran out of memory. Try again when it is less busy, or with fewer sampling steps."
+    return None
+
+
+# --- the 3D preview ---------------------------------------------------------------------------
+
+PREVIEW_HEIGHT = 1.9  # units; Model3D's splat viewer orbits its origin at a distance of 5
+
+
+def write_preview(gaussians: Gaussians, path: Union[str, Path]) -> Path:
+    """Write un-batched Gaussians ``[N, ...]`` as a ``.splat`` framed for Gradio's Model3D, whose
+    splat viewer (gsplat.js) has +Y down, looks along +Z and orbits the origin: the avatar is
+    turned 180° about X (upright and facing the camera; a rotation, so nothing is mirrored),
+    centred on the origin and scaled to ``PREVIEW_HEIGHT``. The downloads keep sigman's own frame."""
+    from sigman.io import save_gaussians
+
+    g = gaussians.detach().to("cpu", torch.float32)
+    low, high = g.means.min(dim=0).values, g.means.max(dim=0).values
+    scale = PREVIEW_HEIGHT / max(float(high[1] - low[1]), 1e-3)
+    flip = torch.tensor([1.0, -1.0, -1.0])
+    turn = torch.tensor([0.0, 1.0, 0.0, 0.0])  # (w, x, y, z): 180° about X
+    preview = Gaussians(means=(g.means - (low + high) / 2) * flip * scale, quats=quat_multiply(turn, g.quats),
+                        scales=g.scales * scale, opacities=g.opacities, colors=g.colors)
+    save_gaussians(path, preview)
+    return Path(path)
+
+
+# --- viewers ----------------------------------------------------------------------------------
+
+def viewer_url(port: int, bind_host: str, browser_host: Optional[str]) -> str:
+    """The address a browser opens for a viewer served on ``bind_host:port``. A wildcard bind
+    (0.0.0.0) is reached under the name the browser used for the app itself (``browser_host``,
+    the request's ``Host`` header, port dropped)."""
+    host = bind_host
+    if bind_host in WILDCARD_HOSTS:
+        host = (browser_host or "localhost").strip()
+        if host.startswith("["):  # [IPv6]:port
+            host = host[: host.find("]") + 1] or host
+        elif host.count(":") == 1:  # name:port
+            host = host.split(":")[0]
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # a bare IPv6 address
+    return f"http://{host}:{port}"
+
+
+class ViewerPool:
+    """Live viser viewers: one per browser session, at most ``capacity`` in all. A session's new
+    result replaces its viewer; when full, the oldest viewer is stopped to make room."""
+
+    def __init__(self, host: str = "127.0.0.1", capacity: int = 4, launch: Optional[Callable] = None) -> None:
+        if launch is None:
+            from viewer import launch_viewer as launch
+        self.host, self.capacity = host, capacity
+        self._launch = launch
+        self._lock = threading.Lock()
+        self._viewers: "OrderedDict[str, object]" = OrderedDict()
+
+    def open(self, session: str, gaussians, body, rest_joints, pose: Union[str, SMPLXPose]):
+        """Start a viewer for ``session`` (stopping its previous one) and return it."""
+        self.close(session)
+        viewer = self._launch(gaussians, body, rest_joints, host=self.host, port=0, title="sigman avatar")
+        try:
+            viewer.set_pose(pose)
+        except Exception:  # noqa: BLE001 - the viewer still shows the avatar in its rest pose
+            log.exception("could not set the viewer's pose")
+        with self._lock:
+            self._viewers[session] = viewer
+            evicted = []
+            while len(self._viewers) > self.capacity:
+                evicted.append(self._viewers.popitem(last=False)[1])
+        for old in evicted:
+            old.stop()
+        return viewer
+
+    def get(self, session: str):
+        """The session's live viewer, or None."""
+        with self._lock:
+            return self._viewers.get(session)
+
+    def close(self, session: str) -> None:
+        with self._lock:
+            viewer = self._viewers.pop(session, None)
+        if viewer is not None:
+            viewer.stop()
+
+    def close_all(self) -> None:
+        with self._lock:
+            viewers = list(self._viewers.values())
+            self._viewers.clear()
+        for viewer in viewers:
+            viewer.stop()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._viewers)
+
+    def __contains__(self, session: str) -> bool:
+        with self._lock:
+            return session in self._viewers
+
+
+# --- the generation -----------------------------------------------------------------------------
+
+def _check_settings(request: GenerationRequest) -> None:
+    if request.steps is not None and not 1 <= int(request.steps) <= MAX_STEPS:
+        raise AppError(f"Steps must be between 1 and {MAX_STEPS}, got {request.steps}.")
+    guidance = request.guidance
+    if guidance is not None and not (math.isfinite(guidance) and 0.0 <= guidance <= MAX_GUIDANCE):
+        raise AppError(f"Guidance must be between 0 and {MAX_GUIDANCE:g}, got {request.guidance}.")
+    if request.sampler is not None and request.sampler not in SAMPLERS:
+        raise AppError(f"Sampler must be one of {', '.join(SAMPLERS)}, got {request.sampler!r}.")
+    if not 0 <= int(request.seed) <= MAX_SEED:
+        raise AppError(f"Seed must be between 0 and {MAX_SEED}, got {request.seed}.")
+
+
+def photo_input(photo: Optional[str], mask: Optional[str]) -> Union[str, np.ndarray]:
+    """Check the photo (and mask) as the pipeline will see them, and return what to pass it: the
+    photo's path, or an RGBA array whose alpha is the uploaded mask."""
+    if not photo:
+        raise AppError("Upload a photo of a person first (or pick one of the examples).")
+    try:
+        preprocess_person(photo, size=32)  # every check the pipeline makes, on a tiny crop
+    except ImageInputError as err:
+        raise AppError(_rename(str(err), photo, "Photo")) from None
+    if not mask:
+        return photo
+    rgb, _ = load_image(photo)
+    try:
+        alpha = load_mask(mask, *rgb.shape[:2])
+        rgba = np.concatenate([rgb, np.clip(alpha, 0.0, 1.0)[..., None]], axis=-1)
+        preprocess_person(rgba, size=32)
+    except ImageInputError as err:
+        raise AppError(_rename(str(err), mask, "Mask")) from None
+    return rgba
+
+
+def _load_pose_file(path: str, what: str) -> SMPLXPose:
+    try:
+        return load_pose(path)
+    except PoseFileError as err:
+        name = Path(path).name
+        message = str(err).replace(str(path), name)
+        raise AppError(f"{what}: {message}" if name in message else f"{what} {name}: {message}") from None
+
+
+def pose_input(request: GenerationRequest) -> tuple[Union[str, SMPLXPose], SMPLXPose]:
+    """(what to show the viewer, the one-frame pose to generate in)."""
+    if request.pose_file:
+        pose = _load_pose_file(request.pose_file, "Pose file").frame(0)
+        return pose, pose
+    if request.pose not in POSE_PRESETS:
+        raise AppError(f"Unknown pose {request.pose!r}: pick one of {', '.join(POSE_PRESETS)} "
+                       "or upload an SMPL-X .npz.")
+    return request.pose, resolve_pose(request.pose).frame(0)
+
+
+def motion_input(request: GenerationRequest, max_frames: int) -> Optional[SMPLXPose]:
+    """The motion to animate the avatar with (subsampled in time to ``max_frames``), or None."""
+    if request.motion_file:
+        motion = _load_pose_file(request.motion_file, "Motion file")
+        if motion.num_frames < 2:
+            raise AppError(f"Motion file: {Path(request.motion_file).name} holds a single pose, not a sequence: "
+                           "upload it as the pose, or upload an SMPL-X / AMASS sequence as the motion.")
+    elif not request.motion or request.motion == NO_MOTION:
+        return None
+    elif request.motion in MOTION_PRESETS:
+        motion = resolve_pose(request.motion)
+    else:
+        raise AppError(f"Unknown motion {request.motion!r}: pick one of {', '.join(motion_choices())}.")
+    stride = max(1, math.ceil(motion.num_frames / max_frames))
+    if stride > 1:
+        motion = dataclasses.replace(motion.frame(slice(0, None, stride)), fps=motion.fps / stride)
+    return motion
+
+
+class AvatarStudio:
+    """Runs generations for the app. Holds the read-only model, a lock that serialises the
+    pipeline's sampling, where results go, and the live viewers.
+
+    Args:
+        model: from :func:`load_model` (tests pass a tiny random pipeline).
+        outputs: how much to render per result.
+        output_root: parent of the per-request folders (default: ``$TMPDIR/sigman-app``).
+        viewers: the live viewers (``None``: no viewer; results have no ``viewer_url``).
+        keep_hours: request folders older than this are deleted when a new request starts.
+    """
+
+    def __init__(self, model: LoadedModel, outputs: Optional[OutputSettings] = None,
+                 output_root: Optional[Union[str, Path]] = None, viewers: Optional[ViewerPool] = None,
+                 keep_hours: float = 6.0) -> None:
+        self.model = model
+        device = model.pipe.device if model.pipe is not None else "cpu"
+        self.outputs = outputs or OutputSettings.for_device(device)
+        self.output_root = Path(output_root) if output_root else Path(tempfile.gettempdir()) / "sigman-app"
+        self.viewers = viewers
+        self.keep_hours = keep_hours
+        self._pipeline_lock = threading.Lock()
+
+    @property
+    def defaults(self) -> PipelineConfig:
+        return self.model.pipe.config if self.model.pipe is not None else PipelineConfig()
+
+    def generate(self, request: GenerationRequest, session: str = "", progress: Optional[ProgressFn] = None,
+                 browser_host: Optional[str] = None) -> GenerationResult:
+        """Run one request into a fresh folder. Raises :class:`AppError` for anything expected;
+        anything else is a bug (logged with its traceback, shown as a short apology)."""
+        report = progress or (lambda fraction, stage: None)
+        try:
+            return self._generate(request, session, report, browser_host)
+        except AppError:
+            raise
+        except Exception as err:  # noqa: BLE001 - the user gets a sentence, the log gets the traceback
+            message = user_message(err)
+            if message is None:
+                log.exception("generation failed")
+                message = (f"Generation failed unexpectedly ({type(err).__name__}). The server log has the details; "
+                           "please report it if it happens again.")
+            raise AppError(message) from err
+
+    def _generate(self, request: GenerationRequest, session: str, report: ProgressFn,
+                  browser_host: Optional[str]) -> GenerationResult:
+        start = time.perf_counter()
+        if self.model.pipe is None:
+            raise AppError(self.model.error or "No model is loaded.")
+        pipe = self.model.pipe
+        _check_settings(request)
+        report(0.0, "checking the inputs")
+        image = photo_input(request.photo, request.mask)
+        shown_pose, pose = pose_input(request)
+        motion = motion_input(request, self.outputs.max_motion_frames)
+        folder = self._new_folder()
+
+        report(0.01, "waiting for the model")
+        with self._pipeline_lock:
+            result = pipe(image, pose, steps=request.steps, guidance=request.guidance, seed=int(request.seed),
+                          sampler=request.sampler, num_views=self.outputs.num_views,
+                          render_size=self.outputs.render_size,
+                          progress=lambda fraction, stage: report(0.02 + 0.6 * fraction, stage))
+        report(0.63, "rendering the turntable and writing the files")
+        export_avatar(pipe, result, folder, turntable_frames=self.outputs.turntable_frames,
+                      size=self.outputs.render_size)
+        preview = write_preview(first_frame(result.posed), folder / "preview.splat")
+        motion_path = None
+        if motion is not None:
+            report(0.75, f"animating the avatar ({motion.num_frames} frames)")
+            frames = render_motion(pipe, result.canonical, result.rest_joints, motion, size=self.outputs.motion_size,
+                                   background=pipe.config.background)
+            motion_path = write_video(folder / "motion.mp4", frames, fps=motion.fps)
+        url = None
+        if self.viewers is not None and self.viewers.capacity > 0:
+            report(0.95, "starting the 3D viewer")
+            viewer = self.viewers.open(session, result.canonical, pipe.body, result.rest_joints, shown_pose)
+            url = viewer_url(viewer.port, self.viewers.host, browser_host)
+        report(1.0, "done")
+        return GenerationResult(
+            folder=folder, views=folder / "views.png" if result.renders is not None else None,
+            turntable=folder / "turntable.mp4", motion=motion_path, ply=folder / "avatar.ply",
+            glb=folder / "avatar.glb", preview=preview, input_crop=folder / "input.png",
+            num_gaussians=result.canonical.num_gaussians, viewer_url=url,
+            summary=self._summary(request, result, time.perf_counter() - start))
+
+    def _summary(self, request: GenerationRequest, result, seconds: float) -> str:
+        cfg = self.defaults
+        steps = request.steps or cfg.steps
+        guidance = cfg.guidance if request.guidance is None else request.guidance
+        sampler = request.sampler or cfg.sampler
+        sampling = result.timings.get("sample", 0.0)
+        text = (f"**{result.canonical.num_gaussians:,} Gaussians** · seed {int(request.seed)} · {sampler}, "
+                f"{steps} steps, guidance {guidance:g} · {self.model.pipe.device.type} · {seconds:.1f} s "
+                f"({sampling:.1f} s sampling)")
+        if self.model.random_weights:
+            text += " · *random weights*"
+        return text
+
+    def _new_folder(self) -> Path:
+        try:
+            self.output_root.mkdir(parents=True, exist_ok=True)
+            self._prune()
+            return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=self.output_root))
+        except OSError as err:
+            raise AppError(user_message(err)) from err
+
+    def _prune(self) -> None:
+        """Delete request folders older than ``keep_hours`` (their files were served long ago)."""
+        cutoff = time.time() - self.keep_hours * 3600
+        for folder in self.output_root.iterdir():
+            try:
+                if folder.is_dir() and folder.stat().st_mtime < cutoff:
+                    shutil.rmtree(folder, ignore_errors=True)
+            except OSError:
+                pass
+
+    def end_session(self, session: str) -> None:
+        """The browser tab closed: stop its viewer."""
+        if self.viewers is not None:
+            self.viewers.close(session)
+
+    def close(self) -> None:
+        if self.viewers is not None:
+            self.viewers.close_all()

@@ -1,0 +1,170 @@
+"""The app and its 3D viewer in a real browser: headless Debian Chromium driven by Playwright.
+
+Skipped when ``/usr/bin/chromium`` (or ``$SIGMAN_CHROMIUM``) is missing; ``.ci/run`` installs it
+with apt. WebGL runs on SwiftShader (Chromium's CPU renderer); ``--enable-unsafe-swiftshader``
+keeps it available in Chromium versions that no longer fall back to it by themselves.
+
+The README screenshots are regenerated (with the app's real model: the demo weights, or the
+default config's random weights) by
+
+    SIGMAN_UPDATE_SCREENSHOTS=1 python -m pytest tests/test_browser.py
+
+otherwise the screenshots go to the test's temporary folder only.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CHROMIUM = Path(os.environ.get("SIGMAN_CHROMIUM", "/usr/bin/chromium"))
+if not CHROMIUM.is_file():
+    pytest.skip(f"no Chromium at {CHROMIUM} (install it with: apt-get install -y chromium)", allow_module_level=True)
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+from app import build_demo, launch  # noqa: E402
+from sigman.app_logic import AvatarStudio, GenerationRequest, OutputSettings, ViewerPool, load_model  # noqa: E402
+from test_app import EXAMPLES, free_port, tiny_studio  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignore:The copy keyword is deprecated")
+REPO = Path(__file__).resolve().parent.parent
+UPDATE_SCREENSHOTS = os.environ.get("SIGMAN_UPDATE_SCREENSHOTS") == "1"
+README_PICTURES = REPO / "assets" / "readme"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+HIDE_VISER_NOTICES = ".mantine-Notifications-root { display: none !important; }"  # "software WebGL" toasts
+MAX_PNG_BYTES = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def served(anny_body, tmp_path_factory):
+    """(studio, url) of the app: the tiny test model, or the real one when updating screenshots."""
+    root = tmp_path_factory.mktemp("browser")
+    heartbeat = os.environ.get("GRADIO_HEARTBEAT_INTERVAL")
+    os.environ["GRADIO_HEARTBEAT_INTERVAL"] = "1"  # a closed tab is noticed (and its viewer stopped) within ~1 s
+    if UPDATE_SCREENSHOTS:
+        model = load_model(device="cpu")
+        studio = AvatarStudio(model, OutputSettings.for_device("cpu"), output_root=root / "outputs",
+                              viewers=ViewerPool("127.0.0.1", capacity=2))
+    else:
+        studio = tiny_studio(anny_body, root)
+    demo = build_demo(studio)
+    _, url, _ = launch(demo, studio, host="127.0.0.1", port=free_port(), block=False)
+    yield studio, url
+    demo.close()
+    studio.close()
+    if heartbeat is None:
+        os.environ.pop("GRADIO_HEARTBEAT_INTERVAL")
+    else:
+        os.environ["GRADIO_HEARTBEAT_INTERVAL"] = heartbeat
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def save_screenshot(png: bytes, path: Path, max_bytes: int = MAX_PNG_BYTES) -> Path:
+    """Write a screenshot under ``max_bytes``: as it is if it fits, else in 256 colours, then smaller."""
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    buf = io.BytesIO()
+    image.save(buf, "PNG", optimize=True)
+    while buf.tell() > max_bytes and image.width >= 400:
+        buf = io.BytesIO()
+        image.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(buf, "PNG", optimize=True)
+        image = image.resize((image.width * 3 // 4, image.height * 3 // 4), Image.LANCZOS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def screenshot_targets(tmp_path: Path, name: str) -> list[Path]:
+    return [tmp_path / name] + ([README_PICTURES / name] if UPDATE_SCREENSHOTS else [])
+
+
+def scene_pixels(png: bytes, panel_width: int = 340) -> np.ndarray:
+    """The 3D scene's pixels of a viser page screenshot (the control panel on the right cut off)."""
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int16)
+    return rgb[:, : rgb.shape[1] - panel_width]
+
+
+def test_app_page_generates_an_avatar(served, browser, tmp_path):
+    studio, url = served
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.goto(url)
+    page.wait_for_selector("#generate", timeout=60_000)
+    page.set_input_files("#photo input[type=file]", str(EXAMPLES[0]))
+    page.click("#pose-gallery img[alt=waving]")  # the thumbnail picks the preset
+    page.wait_for_function("() => document.querySelector('input[type=radio][value=waving]')?.checked", timeout=10_000)
+    page.wait_for_selector("#photo img", timeout=10_000)
+    page.click("#generate")
+    summary = "document.querySelector('#summary [data-testid=markdown]')?.innerText ?? ''"
+    page.wait_for_function(f"() => /Gaussians · seed/.test({summary})",
+                           timeout=(900_000 if UPDATE_SCREENSHOTS else 60_000))
+    assert "seed 0" in page.evaluate(f"() => {summary}")
+    page.wait_for_function("() => { const img = document.querySelector('#views img');"
+                           " return img && img.complete && img.naturalWidth > 0; }", timeout=20_000)
+    page.wait_for_selector("#splats canvas", timeout=20_000)
+    downloads = "document.querySelector('#downloads')?.innerText"
+    page.wait_for_function(f"() => /avatar\\s*\\.ply[\\s\\S]*avatar\\s*\\.glb/.test({downloads})", timeout=20_000)
+    frame = page.wait_for_selector("#viewer iframe", timeout=20_000).content_frame()
+    frame.wait_for_selector("canvas", timeout=30_000)
+    frame.add_style_tag(content=HIDE_VISER_NOTICES)
+    time.sleep(3)  # let the videos start and the splats arrive in both 3D views
+    png = page.screenshot(full_page=True)
+    for path in screenshot_targets(tmp_path, "app_screenshot.png"):
+        assert save_screenshot(png, path).stat().st_size <= MAX_PNG_BYTES
+    assert len(studio.viewers) == 1
+    page.close()  # closing the tab stops its viewer
+    deadline = time.time() + 20
+    while len(studio.viewers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert len(studio.viewers) == 0
+
+
+def test_viewer_page_draws_the_avatar(served, browser, tmp_path):
+    studio, _ = served
+    session = "browser-viewer-test"
+    result = studio.generate(GenerationRequest(photo=str(EXAMPLES[1]), pose="waving", motion="none", steps=2),
+                             session=session)
+    viewer = studio.viewers.get(session)
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    page.goto(result.viewer_url)
+    page.wait_for_selector("canvas", timeout=30_000)
+    page.add_style_tag(content=HIDE_VISER_NOTICES)
+
+    def settled_scene(timeout: float = 30.0) -> tuple[bytes, np.ndarray]:
+        """Screenshots until two in a row agree (the splats have arrived and are sorted)."""
+        last = None
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            time.sleep(1.0)
+            png = page.screenshot()
+            scene = scene_pixels(png)
+            if last is not None and np.abs(scene - last).max(axis=-1).mean() < 0.5 and scene.std() > 5:
+                return png, scene
+            last = scene
+        return png, scene
+
+    png, scene = settled_scene()
+    for path in screenshot_targets(tmp_path, "viewer_screenshot.png"):
+        save_screenshot(png, path)
+    background = np.median(scene.reshape(-1, 3), axis=0)
+    drawn = np.abs(scene - background).max(axis=-1) > 24
+    assert scene.std() > 5 and drawn.mean() > 0.01, "the 3D canvas is blank"
+    # the avatar itself is drawn: turning it changes the picture (the floor grid does not turn)
+    viewer.set_yaw(90.0)
+    assert viewer.wait_until_drawn(10.0)
+    _, turned = settled_scene()
+    changed = np.abs(turned - scene).max(axis=-1) > 24
+    assert changed.mean() > 0.002, "turning the avatar did not change the canvas"
+    page.close()
