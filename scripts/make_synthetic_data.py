@@ -47,6 +47,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.count < 1:
         raise SystemExit("--count must be at least 1")
+    if not 0.0 <= args.val_fraction <= 1.0:
+        raise SystemExit(f"--val-fraction must be in [0, 1] (1: all items held out), got {args.val_fraction}")
     config = SyntheticConfig(
         views=args.views, image_size=args.size, uv_resolution=args.uv_res,
         render_uv_resolution=args.render_uv_res or max(args.uv_res, 256), elevations_deg=tuple(args.elevations),

@@ -166,7 +166,7 @@ class AnnyBody(BodyModel):
 
     def _from_bank(self, shape: Tensor) -> Optional[tuple[Tensor, Tensor]]:
         bank = self.shape_bank
-        dist = torch.cdist(shape.float().cpu(), bank.phenotypes)  # [B, K]
+        dist = (shape.float().cpu()[:, None] - bank.phenotypes[None]).abs().amax(dim=-1)  # [B, K]
         best = dist.min(dim=1)
         if best.values.max() > 1e-5:
             return None

@@ -292,9 +292,9 @@ def load_index(path: PathLike) -> list[Path]:
 
 def split_items(items: Sequence[PathLike], val_fraction: float, seed: int = 0) -> tuple[list[Path], list[Path]]:
     """A reproducible random train/val split (at least one val item when ``val_fraction > 0`` and
-    there are two or more items)."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    there are two or more items; ``1.0``: all of them, a held-out evaluation set)."""
+    if not 0.0 <= val_fraction <= 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
     items = [Path(p) for p in items]
     n_val = int(round(len(items) * val_fraction))
     if val_fraction > 0 and len(items) >= 2:

@@ -1,0 +1,126 @@
+"""VAE reconstruction quality on held-out items: PSNR / SSIM (full image and foreground), and LPIPS
+when the ``lpips`` package and its weights are on the machine (never downloaded).
+
+    python scripts/eval_vae.py --data data/synth --weights assets/weights/demo --split val --limit 64 \
+        --out outputs/eval_vae.json
+
+Each item goes through the VAE exactly as in ``train/train_vae.py`` (its ``GaussianDecoderStep``):
+the item's front-orbit input views (Plücker rays) and partial UV texture are encoded, the posterior
+mean is decoded into Gaussians on the item's own body shape, posed with its pose by linear blend
+skinning and rendered on white at the item's held-out calibrated views (``--views``), at the VAE's
+render size (``--size``); the renders are compared with the true images. Prints one line per item and
+a summary; writes everything (per item and per view too) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+from torch.utils.data import default_collate  # noqa: E402
+
+from sigman.data.dataset import LOAD_ERRORS  # noqa: E402
+from sigman.evaluation import (  # noqa: E402
+    EvalError,
+    HeldOutItem,
+    MetricTable,
+    add_eval_arguments,
+    default_device,
+    format_metrics,
+    image_metrics,
+    input_views,
+    load_body,
+    load_item,
+    load_vae,
+    model_folder,
+    optional_lpips,
+    select_views,
+    split_items,
+    vae_sample,
+    write_json,
+)
+from sigman.uv import build_uv_template  # noqa: E402
+from sigman.weights import WeightsError  # noqa: E402
+from train.common import to_device  # noqa: E402
+from train.train_vae import GaussianDecoderStep  # noqa: E402
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_eval_arguments(parser, out_default="outputs/eval_vae.json")
+    return parser.parse_args(argv)
+
+
+@torch.no_grad()
+def reconstruct(step: GaussianDecoderStep, vae, item: HeldOutItem, views: str, size: int,
+                device: torch.device) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Posterior-mean reconstruction of one item at its target views: view names, renders
+    ``[V', 3, S, S]``, true images ``[V', 3, S, S]`` and true masks ``[V', 1, S, S]``."""
+    inputs = input_views(item, vae.config.num_views)
+    targets = select_views(views, item.num_views, exclude=inputs)
+    batch = default_collate([vae_sample(item, inputs, targets, size, vae.config.uv_size)])
+    phenotypes = batch["phenotype"]
+    batch = to_device(batch, device)
+    out = step(vae, batch, phenotypes, sample_posterior=False)
+    names = [item.calibration.names[v] for v in targets]
+    return names, out["rgb"][0].clamp(0, 1), batch["target_rgb"][0], batch["target_mask"][0]
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device or default_device())
+    start = time.perf_counter()
+    items = split_items(args.data, args.split, args.limit)
+    config, vae = load_vae(args.weights, device)
+    body = load_body(config.body_model, args.shape_bank).to(device)
+    size = args.size or vae.config.render_size
+    step = GaussianDecoderStep(body, build_uv_template(body, config.gaussian_uv_resolution), vae.config, size)
+    lpips_model, lpips_status = optional_lpips(device)
+    if lpips_model is None:
+        print(f"LPIPS skipped: {lpips_status}")
+    table, skipped = MetricTable(), []
+    for i, root in enumerate(items, 1):
+        tick = time.perf_counter()
+        try:
+            item = load_item(root)
+            names, pred, gt, mask = reconstruct(step, vae, item, args.views, size, device)
+        except EvalError:
+            raise
+        except LOAD_ERRORS as err:
+            skipped.append({"item": str(root), "error": f"{err.__class__.__name__}: {err}"})
+            print(f"[{i}/{len(items)}] {Path(root).name}: skipped ({err.__class__.__name__}: {err})")
+            continue
+        seconds = time.perf_counter() - tick
+        row = table.add(str(root), names, image_metrics(pred, gt, mask, lpips_model), seconds=seconds)
+        print(f"[{i}/{len(items)}] {item.name}: {format_metrics(row)} ({len(names)} views, {seconds:.1f} s)")
+    if not table.items:
+        raise EvalError(f"none of the {len(items)} items could be evaluated (first problem: {skipped[0]['error']})")
+    return {
+        "kind": "vae_reconstruction", "data": str(args.data), "split": args.split,
+        "weights": str(model_folder(args.weights)), "device": str(device), "size": size,
+        "views": args.views, "input_views": vae.config.num_views, "lpips": lpips_status,
+        "num_items": len(table.items), "num_images": table.num_images, "skipped": skipped,
+        "metrics": table.summary(), "items": table.items, "seconds": time.perf_counter() - start,
+    }
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        result = evaluate(args)
+    except (EvalError, WeightsError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    path = write_json(args.out, result)
+    print(f"VAE reconstruction, {result['num_items']} items / {result['num_images']} views at {result['size']}px "
+          f"on {result['device']}: {format_metrics(result['metrics'])} ({result['seconds']:.1f} s) -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
