@@ -24,7 +24,8 @@ import gradio as gr  # noqa: E402
 
 from sigman.app_logic import (  # noqa: E402
     MAX_SEED, MAX_STEPS, NO_MOTION, VIEWER_HOST_ENV, AppError, AvatarStudio, GenerationRequest, ViewerPool,
-    example_photos, examples_dir, load_model, motion_choices, pose_choices, pose_thumbnails, thumbnails_dir,
+    example_photos, examples_dir, load_model, motion_choices, optimize_for_serving, pose_choices, pose_thumbnails,
+    thumbnails_dir,
 )
 from sigman.sampling import SAMPLERS  # noqa: E402
 
@@ -176,12 +177,18 @@ def main() -> None:
                         help="live viewers at most (0: none; the default on Hugging Face Spaces, "
                              "which expose a single port)")
     parser.add_argument("--concurrency", type=int, default=2, help="generations that run at once")
+    parser.add_argument("--no-optimize", action="store_true",
+                        help="on CUDA, serve the plain pipeline (default: pipe.optimize(), warmed up at start)")
     args = parser.parse_args()
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("sigman").setLevel(logging.INFO)
     model = load_model(args.weights, args.device)
     logging.getLogger("sigman.app").info("model: %s", model.description)
+    if not args.no_optimize and model.pipe is not None and model.pipe.device.type == "cuda":
+        logging.getLogger("sigman.app").info("warming up the optimized sampler (about a minute)...")
+        examples = example_photos()
+        logging.getLogger("sigman.app").info(optimize_for_serving(model, examples[0] if examples else None))
     viewers = ViewerPool(args.viewer_host, args.max_viewers) if args.max_viewers > 0 else None
     studio = AvatarStudio(model, viewers=viewers, keep_hours=KEEP_RESULTS_S / 3600)
     try:

@@ -12,18 +12,37 @@ import torch
 from torch import Tensor
 
 
-def joint_depths(parents: Tensor) -> list[Tensor]:
-    """Group joints by tree depth: ``levels[d]`` holds the indices of joints at depth ``d``.
-    ``parents [J]`` with -1 for the root and every parent listed before its children."""
-    depth = [0] * len(parents)
-    for j, p in enumerate(parents.tolist()):
-        if p >= j:
-            raise ValueError(f"joint {j} lists parent {p}: parents must come before children")
-        depth[j] = 0 if p < 0 else depth[p] + 1
-    levels = [[] for _ in range(max(depth) + 1)]
-    for j, d in enumerate(depth):
-        levels[d].append(j)
-    return [torch.tensor(level, dtype=torch.long) for level in levels]
+def ancestor_matrix(parents: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``A [J, J]`` with ``A[j, k] = 1`` when ``k`` is ``j`` or one of its ancestors (``parents [J]``,
+    -1 for roots, parents before children). ``A = (I - P)^-1`` for the parent matrix ``P``, so a sum
+    of per-joint terms down each chain is one product ``A @ terms``."""
+    j = parents.shape[0]
+    if bool((parents >= torch.arange(j, device=parents.device)).any()):
+        raise ValueError("parents must come before children (and roots have parent -1)")
+    p = torch.zeros(j, j, dtype=dtype, device=parents.device)
+    child = torch.nonzero(parents >= 0)[:, 0]
+    p[child, parents[child]] = 1.0
+    eye = torch.eye(j, dtype=dtype, device=parents.device)
+    return torch.linalg.solve_triangular(eye - p, eye, upper=False, unitriangular=True).round()
+
+
+def chain_products(local: Tensor, parents: Tensor) -> Tensor:
+    """World rotations from local ones along a kinematic tree: ``G_j = G_parent(j) @ L_j``.
+
+    ``local [B, J, 3, 3]``, ``parents [J]`` (-1 for roots) -> ``[B, J, 3, 3]``. Uses pointer jumping:
+    ``ceil(log2(depth))`` batched products instead of one product per joint.
+    """
+    b, j = local.shape[:2]
+    device = local.device
+    eye = torch.eye(3, dtype=local.dtype, device=device).expand(b, 1, 3, 3)
+    # index j (one past the last joint) stands for "no ancestor": identity, pointing at itself
+    jump = torch.cat([parents.to(device).long(), torch.tensor([-1], device=device)])
+    jump = torch.where(jump < 0, torch.full_like(jump, j), jump)
+    prod = torch.cat([local, eye], dim=1)  # [B, J + 1, 3, 3]
+    while bool((jump[:j] < j).any()):
+        prod = prod[:, jump] @ prod
+        jump = jump[jump]
+    return prod[:, :j]
 
 
 def skinning_transforms(global_rotations: Tensor, rest_joints: Tensor, parents: Tensor,
@@ -43,15 +62,14 @@ def skinning_transforms(global_rotations: Tensor, rest_joints: Tensor, parents: 
     b, j = global_rotations.shape[:2]
     rest = rest_joints.expand(b, j, 3) if rest_joints.dim() == 2 else rest_joints
     rest = rest.to(global_rotations.dtype)
-    posed = torch.empty_like(rest)
-    for level in joint_depths(parents.cpu()):
-        level = level.to(rest.device)
-        par = parents.to(rest.device)[level]
-        if (par < 0).all():
-            posed[:, level] = root_position[:, None].to(rest.dtype).expand(b, len(level), 3)
-            continue
-        bone = (rest[:, level] - rest[:, par])[..., None]  # [B, L, 3, 1]
-        posed[:, level] = posed[:, par] + (global_rotations[:, par] @ bone)[..., 0]
+    parents = parents.to(rest.device)
+    is_root = parents < 0
+    parent = torch.where(is_root, torch.zeros_like(parents), parents)
+    # each joint's step from its parent, rotated by the parent's world rotation; roots: their position
+    bone = (rest - rest[:, parent])[..., None]  # [B, J, 3, 1]
+    step = (global_rotations[:, parent] @ bone)[..., 0]  # [B, J, 3]
+    step = torch.where(is_root[None, :, None], root_position[:, None].to(rest.dtype), step)
+    posed = ancestor_matrix(parents, rest.dtype) @ step  # [B, J, 3]: sums of the steps down each chain
     transforms = torch.zeros(b, j, 4, 4, dtype=rest.dtype, device=rest.device)
     transforms[..., :3, :3] = global_rotations
     transforms[..., :3, 3] = posed - (global_rotations @ rest[..., None])[..., 0]

@@ -28,9 +28,10 @@ def smplx_model_dir() -> Path:
     return Path(os.environ.get("SIGMAN_SMPLX_DIR", assets_dir() / "body_models" / "smplx"))
 
 
-def weights_dir() -> Path:
-    """Folder with model weights. Override: ``SIGMAN_WEIGHTS``. Default: ``assets/weights``."""
-    return Path(os.environ.get("SIGMAN_WEIGHTS", assets_dir() / "weights"))
+def default_model_dir() -> Path:
+    """The model folder used when none is named (``pipeline.json`` + safetensors, or an official
+    release folder). Override: ``SIGMAN_WEIGHTS``. Default: ``assets/weights/demo``."""
+    return Path(os.environ.get("SIGMAN_WEIGHTS", assets_dir() / "weights" / "demo"))
 
 
 def poses_dir() -> Path:

@@ -10,6 +10,7 @@ trained by ``train/``), or the official SIGMAN release files (see :mod:`sigman.w
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -21,11 +22,12 @@ import torch
 from torch import Tensor
 
 from sigman.body import BodyModel, load_body_model
+from sigman.fast import FastDiT, FastOptions, fast_repose
 from sigman.gaussians import Gaussians, gaussians_from_attributes, quat_from_normals, repose
 from sigman.models.dit import SigmanDiT, dit_config
 from sigman.models.image_encoder import SAPIENS_FILENAME, build_image_encoder
 from sigman.models.vae import VAE_CONFIGS, SigmanVAE, VAEConfig
-from sigman.paths import weights_dir
+from sigman.paths import default_model_dir
 from sigman.pose import SMPLXPose
 from sigman.preprocess import preprocess_person
 from sigman.presets import resolve_pose
@@ -101,6 +103,19 @@ class SigmanPipeline:
         self.image_encoder = image_encoder.to(self.device, self.dtype).eval()
         self.template: UVTemplate = build_uv_template(self.body, config.gaussian_uv_resolution)
         self._template_quats = quat_from_normals(self.template.normals)
+        self.fast_dit: Optional[FastDiT] = None  # set by optimize(); sampling uses it when present
+        self._cpu_body: Optional[BodyModel] = None  # set by optimize() on CUDA: kinematics on the CPU
+
+    def optimize(self, options: Optional[FastOptions] = None, **overrides) -> "SigmanPipeline":
+        """Sample with :class:`sigman.fast.FastDiT` from now on (bf16 weights, fused block, flash
+        attention; on CUDA also ``torch.compile`` and CUDA graphs). ``overrides`` replace fields of
+        ``options``, e.g. ``pipe.optimize(compile=False)``. The first sampling call on CUDA pays the
+        compile and capture warm-up. On CUDA, reposing also switches to :func:`sigman.fast.fast_repose`
+        with the body's kinematics on the CPU. Returns ``self``."""
+        self.fast_dit = FastDiT(self.dit, dataclasses.replace(options or FastOptions(), **overrides))
+        if self.device.type == "cuda":
+            self._cpu_body = copy.deepcopy(self.body).to("cpu")
+        return self
 
     # --- construction ---------------------------------------------------------------------
 
@@ -121,7 +136,7 @@ class SigmanPipeline:
         """Load a model folder (default: ``assets/weights/demo``; an official-release folder is
         recognised by its files). Raises :class:`WeightsError` with the fix when anything is
         missing or does not match."""
-        folder = Path(folder) if folder is not None else weights_dir() / "demo"
+        folder = Path(folder) if folder is not None else default_model_dir()
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if not folder.is_dir():
             raise WeightsError(f"model folder not found: {folder}; train the demo weights with train/ "
@@ -176,7 +191,8 @@ class SigmanPipeline:
             raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
         c, h, w = self.vae.config.latent_shape
         with torch.no_grad():
-            scaled = sample(self.dit, features, (1, c, h, w), steps=steps, guidance=guidance, sampler=sampler,
+            model = self.dit if self.fast_dit is None else self.fast_dit
+            scaled = sample(model, features, (1, c, h, w), steps=steps, guidance=guidance, sampler=sampler,
                             seed=seed, progress=progress, guidance_schedule=self.config.guidance_schedule)
         return scaled.float() / self.vae.config.latent_scaling_factor
 
@@ -195,6 +211,9 @@ class SigmanPipeline:
         return canonical, rest_joints[0]
 
     def pose_gaussians(self, canonical: Gaussians, rest_joints: Tensor, pose: SMPLXPose) -> Gaussians:
+        if self._cpu_body is not None and canonical.means.dim() == 2:  # optimized: ~100 joints on the CPU
+            transforms, _ = self._cpu_body.pose_transforms(pose, rest_joints.cpu())
+            return fast_repose(canonical, transforms)
         transforms, _ = self.body.pose_transforms(pose, rest_joints)
         return repose(canonical, transforms)
 

@@ -134,11 +134,10 @@ class SMPLXPose:
 
     def global_rotmats(self) -> Tensor:
         """Accumulated world rotations of the 55 SMPL-X joints: ``[T, 55, 3, 3]``."""
+        from sigman.lbs import chain_products
+
         local = self.local_rotmats()
-        out = [local[:, 0]]
-        for j in range(1, NUM_SMPLX_JOINTS):
-            out.append(out[SMPLX_PARENTS[j]] @ local[:, j])
-        return torch.stack(out, dim=1)
+        return chain_products(local, torch.tensor(SMPLX_PARENTS, device=local.device))
 
     def frame(self, index: Union[int, slice]) -> "SMPLXPose":
         """A sub-sequence (``int`` keeps a frame axis of length 1)."""

@@ -327,6 +327,7 @@ def sample(
     guidance_schedule: str = "constant",
     schedule: Optional[NoiseSchedule] = None,
     latents: Optional[Tensor] = None,
+    batch_cfg: bool = True,
 ) -> Tensor:
     """Generate latents with classifier-free guidance.
 
@@ -345,6 +346,8 @@ def sample(
         guidance_schedule: see :func:`guidance_scale_at`.
         schedule: the noise schedule (default: the release's).
         latents: optional initial noise ``shape``.
+        batch_cfg: ``True`` (default): unconditional and conditional inputs in one forward of batch
+            ``2B``; ``False``: two forwards of batch ``B`` (less memory; the same result up to rounding).
     Returns:
         ``[B, C, H, W]`` float32 latents in the DiT's space (divide by :data:`VAE_SCALING_FACTOR` for the VAE).
     """
@@ -365,16 +368,21 @@ def sample(
     # Skip the unconditional pass when guidance can never exceed 1 (the release's `guidance_scale > 1`).
     use_cfg = guidance > 1.0 or (guidance_schedule != "constant" and guidance > 0.0)
     feats = image_features.to(dtype)
-    if use_cfg:
-        feats = torch.cat([torch.zeros_like(feats), feats])  # [uncond; cond], one forward of batch 2B
+    uncond = torch.zeros_like(feats) if use_cfg else None
+    batched = use_cfg and batch_cfg
+    if batched:
+        feats = torch.cat([uncond, feats])  # [uncond; cond], one forward of batch 2B
 
     total = len(timesteps)
     for i, t in enumerate(timesteps.tolist()):
-        x_in = torch.cat([x, x]) if use_cfg else x
+        x_in = torch.cat([x, x]) if batched else x
         t_in = torch.full((x_in.shape[0],), t, device=device, dtype=torch.long)
         v = model(x_in.to(dtype), t_in, feats).float()
         if use_cfg:
-            v_uncond, v_cond = v.chunk(2)
+            if batched:
+                v_uncond, v_cond = v.chunk(2)
+            else:
+                v_uncond, v_cond = model(x_in.to(dtype), t_in, uncond).float(), v
             g = guidance_scale_at(guidance, guidance_schedule, i, t, total)
             v = v_uncond + g * (v_cond - v_uncond)
         x, _ = scheduler.step(v, t, x)

@@ -27,26 +27,20 @@ gradio_client = pytest.importorskip("gradio_client")
 from app import build_demo, launch  # noqa: E402
 from sigman.app_logic import (  # noqa: E402
     AppError, AvatarStudio, GenerationRequest, LoadedModel, OutputSettings, ViewerPool, load_model, motion_input,
-    user_message, viewer_url, write_preview,
+    optimize_for_serving, user_message, viewer_url, write_preview,
 )
 from sigman.io import load_gaussians, load_splat  # noqa: E402
-from sigman.pipeline import PipelineConfig, SigmanPipeline  # noqa: E402
+from sigman.pipeline import SigmanPipeline  # noqa: E402
 from sigman.pose import PoseFileError, SMPLXPose, save_pose  # noqa: E402
 from sigman.preprocess import ImageInputError  # noqa: E402
 from sigman.weights import WeightsError  # noqa: E402
+from tiny_configs import tiny_pipeline_config  # noqa: E402
 
 # gradio's queue uses pandas options that pandas 3 deprecates: not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignore:The copy keyword is deprecated")
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((REPO / "assets" / "examples").glob("*.png"))
-TINY = PipelineConfig(
-    image_encoder="tiny", gaussian_uv_resolution=32, steps=2,
-    vae_overrides=dict(num_views=2, image_size=32, uv_size=32, latent_size=4, encoder_channels=(8, 8, 8, 8),
-                       decoder_channels=(8, 8, 8, 8), decoder_out_channels=16, norm_groups=4, attention_heads=2,
-                       attention_head_dim=8, self_attention_layers=1),
-    dit_overrides=dict(num_layers=1, num_heads=2, head_dim=16, sample_size=4, time_embed_dim=32,
-                       condition_channels=32, condition_size=16, condition_patch_size=2),
-)
+TINY = tiny_pipeline_config(steps=2)
 TINY_OUTPUTS = OutputSettings(num_views=2, render_size=64, turntable_frames=4, motion_size=48, max_motion_frames=6)
 
 
@@ -441,3 +435,21 @@ def test_preview_is_upright_centred_and_a_rotation(tmp_path):
     torch.testing.assert_close(p.scales, torch.full((n, 3), 0.01 * scale), atol=1e-4, rtol=0)
     # identity orientations became a 180° turn about X: (w, x, y, z) = ±(0, 1, 0, 0)
     torch.testing.assert_close(p.quats.abs(), torch.tensor([[0.0, 1.0, 0.0, 0.0]]).expand(n, 4), atol=1e-2, rtol=0)
+
+
+def test_optimize_for_serving_is_cuda_only_and_falls_back(anny_body, tmp_path):
+    studio = tiny_studio(anny_body, tmp_path, viewers=False)
+    assert optimize_for_serving(studio.model).startswith("plain pipeline")
+    assert studio.model.pipe.fast_dit is None  # the CPU keeps the plain path
+
+    class BrokenCudaPipe:
+        device = torch.device("cuda")
+        fast_dit = _cpu_body = "stale"
+
+        def optimize(self):
+            raise RuntimeError("no compiler")
+
+    model = LoadedModel(BrokenCudaPipe(), "fake")
+    message = optimize_for_serving(model)
+    assert "optimization failed: RuntimeError: no compiler" in message
+    assert model.pipe.fast_dit is None and model.pipe._cpu_body is None

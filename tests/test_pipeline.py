@@ -1,23 +1,15 @@
 """End to end on tiny random models: photo + pose -> Gaussians -> renders."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
 
-from sigman.pipeline import PipelineConfig, SigmanPipeline
+from sigman.pipeline import SigmanPipeline
 from sigman.preprocess import ImageInputError
 from sigman.weights import WeightsError
+from tiny_configs import tiny_pipeline_config
 
-TINY = PipelineConfig(
-    image_encoder="tiny", gaussian_uv_resolution=32, steps=3,
-    vae_overrides=dict(num_views=2, image_size=32, uv_size=32, latent_size=4, encoder_channels=(8, 8, 8, 8),
-                       decoder_channels=(8, 8, 8, 8), decoder_out_channels=16, norm_groups=4, attention_heads=2,
-                       attention_head_dim=8, self_attention_layers=1),
-    dit_overrides=dict(num_layers=1, num_heads=2, head_dim=16, sample_size=4, time_embed_dim=32,
-                       condition_channels=32, condition_size=16, condition_patch_size=2),
-)
+TINY = tiny_pipeline_config(steps=3)
 
 
 @pytest.fixture(scope="module")
