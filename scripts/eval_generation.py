@@ -40,7 +40,6 @@ from sigman.evaluation import (  # noqa: E402
     item_shape,
     load_body,
     load_item,
-    model_folder,
     optional_lpips,
     photo_rgba,
     read_views,
@@ -50,7 +49,7 @@ from sigman.evaluation import (  # noqa: E402
     view_cameras,
     write_json,
 )
-from sigman.pipeline import SigmanPipeline  # noqa: E402
+from sigman.pipeline import SigmanPipeline, load_pipeline_config  # noqa: E402
 from sigman.preprocess import ImageInputError  # noqa: E402
 from sigman.render import write_image  # noqa: E402
 from sigman.sampling import SAMPLERS  # noqa: E402
@@ -124,16 +123,8 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list[GridRow]]:
     device = args.device or default_device()
     start = time.perf_counter()
     items = split_items(args.data, args.split, args.limit)
-    folder = model_folder(args.weights)
-    if not folder.is_dir():
-        raise WeightsError(f"model folder not found: {folder}; train the demo weights with train/ "
-                           "or pass the folder that holds pipeline.json")
-    body = None
-    if args.shape_bank:
-        from sigman.pipeline import PIPELINE_FILE, PipelineConfig
-        from sigman.weights import load_json
-
-        body = load_body(PipelineConfig.from_dict(load_json(folder / PIPELINE_FILE)).body_model, args.shape_bank)
+    folder, config = load_pipeline_config(args.weights)
+    body = load_body(config.body_model, args.shape_bank) if args.shape_bank else None
     pipe = SigmanPipeline.from_pretrained(folder, device=device, body=body)
     size = args.size or pipe.vae.config.render_size
     lpips_model, lpips_status = optional_lpips(pipe.device)

@@ -38,7 +38,6 @@ from sigman.evaluation import (  # noqa: E402
     load_body,
     load_item,
     load_vae,
-    model_folder,
     optional_lpips,
     select_views,
     split_items,
@@ -76,7 +75,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     device = torch.device(args.device or default_device())
     start = time.perf_counter()
     items = split_items(args.data, args.split, args.limit)
-    config, vae = load_vae(args.weights, device)
+    folder, config, vae = load_vae(args.weights, device)
     body = load_body(config.body_model, args.shape_bank).to(device)
     size = args.size or vae.config.render_size
     step = GaussianDecoderStep(body, build_uv_template(body, config.gaussian_uv_resolution), vae.config, size)
@@ -102,7 +101,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         raise EvalError(f"none of the {len(items)} items could be evaluated (first problem: {skipped[0]['error']})")
     return {
         "kind": "vae_reconstruction", "data": str(args.data), "split": args.split,
-        "weights": str(model_folder(args.weights)), "device": str(device), "size": size,
+        "weights": str(folder), "device": str(device), "size": size,
         "views": args.views, "input_views": vae.config.num_views, "lpips": lpips_status,
         "num_items": len(table.items), "num_images": table.num_images, "skipped": skipped,
         "metrics": table.summary(), "items": table.items, "seconds": time.perf_counter() - start,

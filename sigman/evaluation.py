@@ -401,32 +401,14 @@ def load_body(name: str, shape_bank: Optional[PathLike] = None):
     return body
 
 
-def model_folder(weights: Optional[PathLike]) -> Path:
-    """``weights``, or the default model folder (``assets/weights/demo``, ``SIGMAN_WEIGHTS`` moves it)."""
-    from sigman.paths import default_model_dir
-
-    return Path(weights) if weights is not None else default_model_dir()
-
-
 def load_vae(folder: Optional[PathLike], device: Union[str, torch.device]):
-    """The config and VAE of a model folder (``pipeline.json`` + ``autoencoder.safetensors``; default
-    ``assets/weights/demo``): ``(PipelineConfig, SigmanVAE)`` in eval mode on ``device`` (float32).
+    """The config and VAE of a model folder (default: ``assets/weights/demo``, ``SIGMAN_WEIGHTS``
+    moves it): ``(folder, PipelineConfig, SigmanVAE)``, the VAE in eval mode on ``device`` (float32).
     Raises :class:`~sigman.weights.WeightsError` naming what is missing."""
-    from sigman.models.vae import SigmanVAE
-    from sigman.pipeline import PIPELINE_FILE, VAE_FILE, PipelineConfig, _vae_config
-    from sigman.weights import WeightsError, load_json, load_weights
+    from sigman import pipeline
 
-    folder = model_folder(folder)
-    if not folder.is_dir():
-        raise WeightsError(f"model folder not found: {folder}; train the demo weights with train/ "
-                           "or pass the folder that holds pipeline.json")
-    if not (folder / PIPELINE_FILE).is_file():
-        raise WeightsError(f"{folder} has no {PIPELINE_FILE}: pass a model folder written by train/export_demo.py "
-                           "(or SigmanPipeline.save_pretrained)")
-    config = PipelineConfig.from_dict(load_json(folder / PIPELINE_FILE))
-    vae = SigmanVAE(_vae_config(config.vae, config.vae_overrides))
-    load_weights(vae, folder / VAE_FILE)
-    return config, vae.to(device).eval()
+    folder, config = pipeline.load_pipeline_config(folder)
+    return folder, config, pipeline.load_vae(folder, config).to(device).eval()
 
 
 def add_eval_arguments(parser, out_default: str) -> None:

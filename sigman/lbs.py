@@ -7,6 +7,8 @@ own rest position lands on its posed position (SMPL's ``A`` matrices).
 
 from __future__ import annotations
 
+from typing import Optional
+
 import roma
 import torch
 from torch import Tensor
@@ -46,7 +48,7 @@ def chain_products(local: Tensor, parents: Tensor) -> Tensor:
 
 
 def skinning_transforms(global_rotations: Tensor, rest_joints: Tensor, parents: Tensor,
-                        root_position: Tensor) -> tuple[Tensor, Tensor]:
+                        root_position: Tensor, ancestors: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """Skinning transforms from world rotations of each joint.
 
     Args:
@@ -54,6 +56,8 @@ def skinning_transforms(global_rotations: Tensor, rest_joints: Tensor, parents: 
         rest_joints: ``[B, J, 3]`` (or ``[J, 3]``) joint positions in the canonical pose.
         parents: ``[J]`` parent index, -1 for roots.
         root_position: ``[B, 3]`` posed position of the root joint(s).
+        ancestors: ``[J, J]`` :func:`ancestor_matrix` of ``parents``, when the caller keeps it
+            (body models do); computed here otherwise.
 
     Returns:
         transforms ``[B, J, 4, 4]`` mapping canonical points to posed points, and the posed joint
@@ -69,7 +73,9 @@ def skinning_transforms(global_rotations: Tensor, rest_joints: Tensor, parents: 
     bone = (rest - rest[:, parent])[..., None]  # [B, J, 3, 1]
     step = (global_rotations[:, parent] @ bone)[..., 0]  # [B, J, 3]
     step = torch.where(is_root[None, :, None], root_position[:, None].to(rest.dtype), step)
-    posed = ancestor_matrix(parents, rest.dtype) @ step  # [B, J, 3]: sums of the steps down each chain
+    if ancestors is None:
+        ancestors = ancestor_matrix(parents)
+    posed = ancestors.to(rest) @ step  # [B, J, 3]: sums of the steps down each chain
     transforms = torch.zeros(b, j, 4, 4, dtype=rest.dtype, device=rest.device)
     transforms[..., :3, :3] = global_rotations
     transforms[..., :3, 3] = posed - (global_rotations @ rest[..., None])[..., 0]

@@ -87,6 +87,29 @@ def _vae_config(name: str, overrides: dict) -> VAEConfig:
     return dataclasses.replace(VAE_CONFIGS[name], **overrides)
 
 
+def load_pipeline_config(folder: Union[str, Path, None] = None) -> tuple[Path, PipelineConfig]:
+    """The model folder (default: :func:`~sigman.paths.default_model_dir`) and its configuration:
+    its ``pipeline.json``, or the release's configuration for a folder of official weights. Raises
+    :class:`WeightsError` with the fix when the folder is not a model folder."""
+    folder = Path(folder) if folder is not None else default_model_dir()
+    if not folder.is_dir():
+        raise WeightsError(f"model folder not found: {folder}; train the demo weights with train/ "
+                           "or pass the folder that holds pipeline.json")
+    if (folder / PIPELINE_FILE).is_file():
+        return folder, PipelineConfig.from_dict(load_json(folder / PIPELINE_FILE))
+    if (folder / VAE_FILE).is_file() and (folder / DIT_FILE).is_file():
+        return folder, PipelineConfig(body_model="smplx", vae="official", dit="official", image_encoder="sapiens",
+                                      gaussian_uv_resolution=512, guidance_schedule="release-dynamic")
+    raise WeightsError(f"{folder} holds neither {PIPELINE_FILE} nor the release's {VAE_FILE} + {DIT_FILE}")
+
+
+def load_vae(folder: Path, config: PipelineConfig) -> SigmanVAE:
+    """The VAE of a model folder (strict key and shape checks), float32 on the CPU."""
+    vae = SigmanVAE(_vae_config(config.vae, config.vae_overrides))
+    load_weights(vae, folder / VAE_FILE)
+    return vae
+
+
 class SigmanPipeline:
     """Photo + pose -> animatable Gaussians. Build with :meth:`from_pretrained` (weights) or
     :meth:`from_config` (random weights, for tests and smoke runs)."""
@@ -136,21 +159,10 @@ class SigmanPipeline:
         """Load a model folder (default: ``assets/weights/demo``; an official-release folder is
         recognised by its files). Raises :class:`WeightsError` with the fix when anything is
         missing or does not match."""
-        folder = Path(folder) if folder is not None else default_model_dir()
+        folder, config = load_pipeline_config(folder)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if not folder.is_dir():
-            raise WeightsError(f"model folder not found: {folder}; train the demo weights with train/ "
-                               "or pass the folder that holds pipeline.json")
-        if (folder / PIPELINE_FILE).is_file():
-            config = PipelineConfig.from_dict(load_json(folder / PIPELINE_FILE))
-        elif (folder / VAE_FILE).is_file() and (folder / DIT_FILE).is_file():
-            config = PipelineConfig(body_model="smplx", vae="official", dit="official", image_encoder="sapiens",
-                                    gaussian_uv_resolution=512, guidance_schedule="release-dynamic")
-        else:
-            raise WeightsError(f"{folder} holds neither {PIPELINE_FILE} nor the release's {VAE_FILE} + {DIT_FILE}")
-        vae = SigmanVAE(_vae_config(config.vae, config.vae_overrides))
+        vae = load_vae(folder, config)
         dit = SigmanDiT(dit_config(config.dit, **config.dit_overrides))
-        load_weights(vae, folder / VAE_FILE)
         load_weights(dit, folder / DIT_FILE)
         if config.image_encoder == "sapiens":
             if not (folder / SAPIENS_FILENAME).is_file():

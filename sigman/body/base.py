@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from sigman.lbs import lbs_points, skinning_transforms
+from sigman.lbs import ancestor_matrix, lbs_points, skinning_transforms
 from sigman.pose import SMPLXPose
 
 
@@ -51,6 +51,7 @@ class BodyModel(nn.Module):
         self.register_buffer("face_uvs", face_uvs.long(), persistent=False)  # [F, 3] into uvs
         self.register_buffer("rest_joints", rest_joints.float(), persistent=False)  # [J, 3]
         self.register_buffer("parents", parents.long(), persistent=False)  # [J]
+        self.register_buffer("ancestors", ancestor_matrix(parents.long()), persistent=False)  # [J, J]
         self.register_buffer("skin_weights", skin_weights.float(), persistent=False)  # [V, J]
 
     @property
@@ -98,7 +99,8 @@ class BodyModel(nn.Module):
         rest_joints = self.rest_joints if rest_joints is None else rest_joints.to(self.rest_vertices)
         rest_joints = rest_joints.expand(t, -1, -1) if rest_joints.dim() == 2 else rest_joints.expand(t, -1, -1)
         rotations = self.global_rotations(pose).to(rest_joints.dtype)
-        return skinning_transforms(rotations, rest_joints, self.parents, self.root_position(pose, rest_joints))
+        return skinning_transforms(rotations, rest_joints, self.parents, self.root_position(pose, rest_joints),
+                                   ancestors=self.ancestors)
 
     def forward(self, pose: SMPLXPose, shape: Optional[Tensor] = None) -> BodyOutput:
         pose = pose.to(self.rest_vertices.device)
