@@ -186,7 +186,7 @@ def main() -> None:
     model = load_model(args.weights, args.device)
     logging.getLogger("sigman.app").info("model: %s", model.description)
     if not args.no_optimize and model.pipe is not None and model.pipe.device.type == "cuda":
-        logging.getLogger("sigman.app").info("warming up the optimized sampler (about a minute)...")
+        logging.getLogger("sigman.app").info("warming up the optimized sampler (about a minute on a first start, seconds with the compile cache)...")
         examples = example_photos()
         logging.getLogger("sigman.app").info(optimize_for_serving(model, examples[0] if examples else None))
     viewers = ViewerPool(args.viewer_host, args.max_viewers) if args.max_viewers > 0 else None

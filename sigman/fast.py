@@ -52,19 +52,21 @@ class FastOptions:
 
     dtype: Optional[torch.dtype] = None  # None: bfloat16 on CUDA and on CPUs with native bf16, else unchanged
     fuse_qkv: bool = True
-    compile: Optional[bool] = None  # None: on for CUDA, off elsewhere
+    compile: Optional[bool] = None  # None: on for CUDA models of at least compile_min_params, off elsewhere
+    compile_min_params: int = 100_000_000  # smaller DiTs (the demo's 9 M) gain ~nothing from compiling: CUDA graphs suffice
     compile_mode: str = "max-autotune-no-cudagraphs"  # torch.compile mode (inductor only): COMPILE_MODES
     compile_backend: Union[str, Callable] = "inductor"  # "aot_eager" traces without code generation (tests)
     cuda_graphs: Optional[bool] = None  # None: on for CUDA unless the compile mode captures graphs itself
 
-    def resolve(self, device: torch.device, model_dtype: torch.dtype) -> "FastOptions":
-        """Concrete options for a model on ``device``."""
+    def resolve(self, device: torch.device, model_dtype: torch.dtype, num_params: Optional[int] = None) -> "FastOptions":
+        """Concrete options for a model of ``num_params`` parameters (``None``: a large one) on ``device``."""
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"unknown compile_mode {self.compile_mode!r}; choose one of {COMPILE_MODES}")
         cuda = device.type == "cuda"
         native_bf16 = cuda or (device.type == "cpu" and cpu_has_native_bf16())
         dtype = self.dtype or (torch.bfloat16 if native_bf16 else model_dtype)
-        compile_ = cuda if self.compile is None else self.compile
+        big = num_params is None or num_params >= self.compile_min_params
+        compile_ = (cuda and big) if self.compile is None else self.compile
         graphs = cuda if self.cuda_graphs is None else (self.cuda_graphs and cuda)
         if compile_ and self.compile_backend == "inductor" and self.compile_mode in _GRAPHING_MODES:
             graphs = False  # the compiled regions already replay graphs
@@ -264,7 +266,8 @@ class FastDiT(nn.Module):
     def __init__(self, dit: SigmanDiT, options: Optional[FastOptions] = None) -> None:
         super().__init__()
         first = next(dit.parameters())
-        self.options = (options or FastOptions()).resolve(first.device, first.dtype)
+        num_params = sum(p.numel() for p in dit.parameters())
+        self.options = (options or FastOptions()).resolve(first.device, first.dtype, num_params)
         self.dit = dit.to(self.options.dtype).eval()
         self.dtype: torch.dtype = self.options.dtype
         self._qkv = [fuse_qkv_(block) if self.options.fuse_qkv else None for block in dit.transformer_blocks]

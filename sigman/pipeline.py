@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from sigman.body import BodyModel, load_body_model
+from sigman.compile_cache import CompileCache
 from sigman.fast import FastDiT, FastOptions, fast_repose
 from sigman.gaussians import Gaussians, gaussians_from_attributes, quat_from_normals, repose
 from sigman.models.dit import SigmanDiT, dit_config
@@ -127,18 +128,33 @@ class SigmanPipeline:
         self.template: UVTemplate = build_uv_template(self.body, config.gaussian_uv_resolution)
         self._template_quats = quat_from_normals(self.template.normals)
         self.fast_dit: Optional[FastDiT] = None  # set by optimize(); sampling uses it when present
+        self.compile_cache: Optional[CompileCache] = None  # set by optimize() when it compiles
         self._cpu_body: Optional[BodyModel] = None  # set by optimize() on CUDA: kinematics on the CPU
 
-    def optimize(self, options: Optional[FastOptions] = None, **overrides) -> "SigmanPipeline":
+    def optimize(self, options: Optional[FastOptions] = None, cache: bool = True, **overrides) -> "SigmanPipeline":
         """Sample with :class:`sigman.fast.FastDiT` from now on (bf16 weights, fused block, flash
         attention; on CUDA also ``torch.compile`` and CUDA graphs). ``overrides`` replace fields of
         ``options``, e.g. ``pipe.optimize(compile=False)``. The first sampling call on CUDA pays the
-        compile and capture warm-up. On CUDA, reposing also switches to :func:`sigman.fast.fast_repose`
-        with the body's kinematics on the CPU. Returns ``self``."""
+        compile and capture warm-up; with ``cache`` the compiled code of an earlier start on this
+        software and GPU is loaded first (:mod:`sigman.compile_cache`), and :meth:`warm_up` saves it.
+        On CUDA, reposing also switches to :func:`sigman.fast.fast_repose` with the body's kinematics
+        on the CPU. Returns ``self``; ``self.compile_status`` says what the cache did."""
         self.fast_dit = FastDiT(self.dit, dataclasses.replace(options or FastOptions(), **overrides))
+        fast = self.fast_dit.options
+        self.compile_cache, self.compile_status = None, "compile cache: not used"
+        if cache and fast.compile and fast.compile_backend == "inductor":
+            self.compile_cache = CompileCache.for_model("dit", self.device, self.dit.config, fast)
+            self.compile_status = self.compile_cache.load()
         if self.device.type == "cuda":
             self._cpu_body = copy.deepcopy(self.body).to("cpu")
         return self
+
+    def warm_up(self, image, render_size: int = 256) -> str:
+        """One whole generation of ``image`` (sampling, decoding, posing and one render), so that
+        compilation, CUDA-graph capture and the renderer's kernels are paid now rather than by the
+        first user; then the compile cache is saved. Returns one line for the log."""
+        self(image, pose="a_pose", num_views=1, render_size=render_size)
+        return self.compile_cache.save() if self.compile_cache is not None else "compile cache: not used"
 
     # --- construction ---------------------------------------------------------------------
 

@@ -149,6 +149,9 @@ def test_options_resolve_per_device():
     assert cpu.compile is False and cpu.cuda_graphs is False and cpu.dtype in (torch.float32, torch.bfloat16)
     cuda = FastOptions().resolve(torch.device("cuda"), torch.float32)
     assert cuda.compile is True and cuda.cuda_graphs is True and cuda.dtype == torch.bfloat16
+    small = FastOptions().resolve(torch.device("cuda"), torch.float32, num_params=9_000_000)
+    assert small.compile is False and small.cuda_graphs is True  # the demo DiT: graphs only, no compile wait
+    assert FastOptions(compile=True).resolve(torch.device("cuda"), torch.float32, num_params=10).compile is True
     graphed = FastOptions(compile_mode="reduce-overhead").resolve(torch.device("cuda"), torch.float32)
     assert graphed.cuda_graphs is False  # the compile mode captures graphs itself
     assert FastOptions(cuda_graphs=True).resolve(torch.device("cpu"), torch.float32).cuda_graphs is False

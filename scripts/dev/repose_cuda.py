@@ -11,7 +11,14 @@ from sigman.presets import waving
 
 from viewer.skinning import SparseSkin
 
-pipe = SigmanPipeline.from_pretrained(device="cuda").optimize(compile=False, cuda_graphs=False)
+from sigman.pipeline import PipelineConfig
+from sigman.paths import default_model_dir
+if default_model_dir().is_dir():
+    pipe = SigmanPipeline.from_pretrained(device="cuda")
+else:  # reposing does not depend on the weights: the demo configuration with random weights
+    print("no weights folder: demo configuration with random weights")
+    pipe = SigmanPipeline.from_config(PipelineConfig(), device="cuda")
+pipe.optimize(compile=False, cuda_graphs=False)
 out = pipe("assets/examples/person_00.png", pose="a_pose", num_views=0, steps=4)
 canonical, rest = out.canonical, out.rest_joints
 pose = waving()

@@ -107,13 +107,13 @@ class AnnyRetarget(torch.nn.Module):
         orientation (unmapped SMPL-X joints such as the jaw keep a zero local rotation)."""
         from sigman.pose import SMPLX_PARENTS
 
-        g = self.canonical_global.clone()
-        local = torch.eye(3).repeat(len(SMPLX_PARENTS), 1, 1)
+        g = self.canonical_global.detach().cpu().clone()
+        local = torch.eye(3, dtype=g.dtype).repeat(len(SMPLX_PARENTS), 1, 1)
         for j, p in enumerate(SMPLX_PARENTS):
             if p < 0:
                 local[j] = g[j]
                 continue
-            if not torch.equal(g[j], torch.eye(3)) or j in self.source_joint.tolist():
+            if not torch.equal(g[j], torch.eye(3, dtype=g.dtype)) or j in self.source_joint.tolist():
                 local[j] = g[p].T @ g[j]
             else:  # joint drives no bone: no local rotation, inherits the parent's
                 g[j] = g[p]
