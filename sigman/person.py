@@ -19,6 +19,9 @@ bundle is missing, :class:`PersonModelError` says so in one line and names the f
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import threading
 import weakref
 from dataclasses import dataclass
@@ -29,7 +32,7 @@ import numpy as np
 
 from sigman.observation import BLAZEPOSE_LANDMARKS, NUM_LANDMARKS, Box, PersonObservation
 from sigman.paths import mediapipe_models_dir
-from sigman.preprocess import ImageInputError, ImageLike, load_image
+from sigman.preprocess import MIN_SIDE, WORK_MAX_SIDE, ImageInputError, ImageLike, load_image
 from sigman.weights import WeightsError
 
 MEDIAPIPE_FIX = "pip install mediapipe==1.2.3"
@@ -134,15 +137,39 @@ def _create_landmarker(config: PersonConfig, video: bool) -> Any:
         output_segmentation_masks=True,
     )
     try:
-        return vision.PoseLandmarker.create_from_options(options)
+        with _native_stderr_silenced():
+            return vision.PoseLandmarker.create_from_options(options)
     except Exception as err:  # noqa: BLE001 - a corrupt bundle surfaces as a RuntimeError from the C library
         raise PersonModelError(f"cannot load the MediaPipe pose model {path.name} ({_first_line(err)}): rebuild it "
                                "with scripts/build_mediapipe_tasks.py or restore it from the repository") from None
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Drop what native code writes to file descriptor 2 meanwhile: loading the model makes LiteRT
+    print some 50 INFO / WARNING lines (sparsity, alignment) a user cannot act on. Errors still
+    surface as the exception's message."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2 (embedded interpreters): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
 def _close_quietly(landmarker: Any) -> None:
     try:
-        landmarker.close()
+        with _native_stderr_silenced():
+            landmarker.close()
     except Exception:  # noqa: BLE001 - at interpreter exit MediaPipe's executor is already shut down
         landmarker._handle = None  # nothing left to free; keeps its __del__ from retrying noisily
 
@@ -151,6 +178,9 @@ def _close_quietly(landmarker: Any) -> None:
 
 def _rgb_uint8(image: Union[ImageLike, np.ndarray]) -> np.ndarray:
     """The photo as contiguous uint8 ``[H, W, 3]`` (transparent pixels put on white)."""
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[-1] == 3 \
+            and MIN_SIDE <= min(image.shape[:2]) and max(image.shape[:2]) <= WORK_MAX_SIDE:
+        return np.ascontiguousarray(image)  # the common case (video frames, decoded photos): no float round trip
     rgb, alpha = load_image(image)
     if alpha is not None:
         rgb = rgb * alpha[..., None] + (1.0 - alpha[..., None])
@@ -193,9 +223,13 @@ def refine_mask_edges(rgb: np.ndarray, mask: np.ndarray, band: int, max_side: in
 
 
 def _box_of(mask: np.ndarray, points: np.ndarray, width: int, height: int) -> Box:
-    ys, xs = np.nonzero(mask > 0.5)
-    xs = np.concatenate([xs.astype(np.float64), points[:, 0]]) if len(points) else xs
-    ys = np.concatenate([ys.astype(np.float64), points[:, 1]]) if len(points) else ys
+    """Box around ``mask > 0.5`` and ``points [K, 2]``, clipped to the image."""
+    fg = mask > 0.5
+    rows, cols = np.flatnonzero(fg.any(axis=1)), np.flatnonzero(fg.any(axis=0))
+    xs = np.concatenate([cols[[0, -1]] if len(cols) else [], points[:, 0]]).astype(np.float64)
+    ys = np.concatenate([rows[[0, -1]] if len(rows) else [], points[:, 1]]).astype(np.float64)
+    if len(xs) == 0:
+        return 0, 0, width, height
     x0, y0 = int(np.clip(np.floor(xs.min()), 0, width - 1)), int(np.clip(np.floor(ys.min()), 0, height - 1))
     x1, y1 = int(np.clip(np.ceil(xs.max()) + 1, x0 + 1, width)), int(np.clip(np.ceil(ys.max()) + 1, y0 + 1, height))
     return x0, y0, x1, y1
