@@ -13,8 +13,10 @@ tflite models of registry packages by ``scripts/build_mediapipe_tasks.py``); not
 The pose detector is the person test: a photo without a person raises :class:`ImageInputError`
 (MediaPipe's segmentation alone would "find" a person in a cat or a cup). With several people the
 largest one (by mask area) is kept and a note says so. Body parts whose landmarks are out of the
-frame or hidden are listed in ``guessed_parts`` with a note. When MediaPipe cannot be imported or the
-bundle is missing, :class:`PersonModelError` says so in one line and names the fix.
+frame or hidden are listed in ``guessed_parts`` with a note. The mask is MediaPipe's soft
+segmentation of that person; ``PersonConfig(refine_mask=True)`` sharpens its edges by closed-form
+matting (optional ``pymatting``). When MediaPipe cannot be imported or the bundle is missing,
+:class:`PersonModelError` says so in one line and names the fix.
 """
 
 from __future__ import annotations
@@ -269,7 +271,7 @@ def _pair_names(parts: list[str]) -> list[str]:
                 if side == "left":
                     out.append(_PAIRS[kind])
                 continue
-        out.append(part if part in ("face", "hips") else f"the {part}")
+        out.append(f"the {part}")
     return out
 
 
@@ -290,7 +292,7 @@ def guessed_body_parts(landmarks: np.ndarray, visibility: np.ndarray, width: int
     for parts, where in ((outside, "out of the frame"), (hidden, "hidden or unclear")):
         if parts:
             names = _pair_names(parts)
-            plural = len(names) > 1 or names[0] in ("hips",) or names[0] in _PAIRS.values()
+            plural = len(names) > 1 or names[0] == "the hips" or names[0] in _PAIRS.values()
             notes.append(f"{_join(names)} {'are' if plural else 'is'} {where}; "
                          f"{'their' if plural else 'its'} pose is guessed")
     return guessed, notes
