@@ -177,9 +177,10 @@ def test_pipeline_optimize(anny_body):
     with torch.no_grad():
         for p in pipe.dit.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    image = np.full((160, 120, 3), 255, np.uint8)  # a person-like figure on white
-    image[20:150, 45:75] = (200, 60, 60)
-    image[5:25, 50:70] = (230, 190, 160)
+    image = np.full((160, 120, 4), 255, np.uint8)  # a person-like figure, its mask as alpha
+    image[..., 3] = 0
+    image[20:150, 45:75] = (200, 60, 60, 255)
+    image[5:25, 50:70] = (230, 190, 160, 255)
     plain = pipe(image, "a_pose", seed=2, num_views=0)
     assert pipe.optimize(EAGER) is pipe and isinstance(pipe.fast_dit, FastDiT)
     fast = pipe(image, "a_pose", seed=2, num_views=0)

@@ -18,9 +18,11 @@ def pipe(anny_body):
 
 
 def person_image(color=(200, 60, 60)):
-    img = np.full((160, 120, 3), 255, np.uint8)
-    img[20:150, 45:75] = color
-    img[5:25, 50:70] = (230, 190, 160)
+    """A block figure with its mask as the alpha channel (a bare figure is no person to MediaPipe)."""
+    img = np.full((160, 120, 4), 255, np.uint8)
+    img[..., 3] = 0
+    img[20:150, 45:75] = (*color, 255)
+    img[5:25, 50:70] = (230, 190, 160, 255)
     return img
 
 

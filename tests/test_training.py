@@ -175,8 +175,9 @@ def test_export_loads_in_the_pipeline(vae_run, dit_run, tmp_path, anny_body):
     assert pipe.template.resolution == 32 and pipe.config.image_encoder == "tiny"
     ema = ckpt.load_module_state(ckpt.latest_checkpoint(dit_run[0] / "checkpoints"), "ema")
     assert all(torch.equal(v, ema[f"dit.{k}"]) for k, v in pipe.dit.state_dict().items())
-    image = np.full((96, 64, 3), 255, np.uint8)
-    image[10:90, 22:42] = (180, 60, 60)
+    image = np.full((96, 64, 4), 255, np.uint8)  # a figure with its mask as alpha (no person to MediaPipe)
+    image[..., 3] = 0
+    image[10:90, 22:42] = (180, 60, 60, 255)
     result = pipe(image, "a_pose", steps=2, num_views=1, render_size=32)
     assert result.renders.shape == (1, 32, 32, 3)
 
