@@ -42,6 +42,8 @@ def main() -> int:
     parser.add_argument("--views", type=int, default=4)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--frames", type=int, default=48, help="turntable frames")
+    parser.add_argument("--up-axis", default="auto", choices=["auto", "y", "z"],
+                        help="up axis of the pose file (auto: detected; a Z-up file is rotated to +Y up)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
 
@@ -55,7 +57,10 @@ def main() -> int:
                 bar.set_postfix_str(stage)
                 bar.refresh()
             result = pipe(args.image, args.pose, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
-                          seed=args.seed, num_views=args.views, render_size=args.size, progress=progress)
+                          seed=args.seed, num_views=args.views, render_size=args.size, progress=progress,
+                          up_axis=args.up_axis)
+        if result.pose_note:
+            print(f"note: {result.pose_note}")
         files = export_avatar(pipe, result, args.out, turntable_frames=args.frames, size=args.size, motion=args.motion)
     except (ImageInputError, PoseFileError, WeightsError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

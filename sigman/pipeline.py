@@ -30,7 +30,7 @@ from sigman.models.vae import VAE_CONFIGS, SigmanVAE, VAEConfig
 from sigman.paths import default_model_dir
 from sigman.pose import SMPLXPose
 from sigman.preprocess import preprocess_person
-from sigman.presets import resolve_pose
+from sigman.presets import resolve_pose_file
 from sigman.render import Camera, fit_orbit_to_points, render
 from sigman.sampling import SAMPLERS, sample
 from sigman.uv import UVTemplate, build_uv_template
@@ -81,6 +81,7 @@ class PipelineOutput:
     input_image: Tensor  # [1, 3, S, S] the preprocessed photo
     rest_joints: Tensor  # [J, 3] canonical joints of this subject
     timings: dict[str, float]
+    pose_note: str = ""  # what was done to the pose file's frame (e.g. Z-up rotated to Y-up); show it
 
 
 def _vae_config(name: str, overrides: dict) -> VAEConfig:
@@ -267,7 +268,7 @@ class SigmanPipeline:
     def __call__(self, image, pose: Union[str, Path, SMPLXPose, dict] = "a_pose", steps: Optional[int] = None,
                  guidance: Optional[float] = None, seed: int = 0, sampler: Optional[str] = None,
                  shape: Optional[Tensor] = None, num_views: int = 4, render_size: int = 512,
-                 progress: Optional[ProgressFn] = None, views: str = "orbit") -> PipelineOutput:
+                 progress: Optional[ProgressFn] = None, views: str = "orbit", up_axis: str = "auto") -> PipelineOutput:
         """Generate an avatar.
 
         Args:
@@ -281,6 +282,8 @@ class SigmanPipeline:
                 release's 20 calibrated views; the official template then poses the body with the
                 release's root: no global rotation, lifted 0.35 m, and the pose file's betas).
             progress: ``progress(fraction, stage)`` for a progress bar.
+            up_axis: a pose file's up axis, ``"auto"`` (detected; a Z-up file is rotated to +Y up and
+                ``PipelineOutput.pose_note`` says so), ``"y"`` or ``"z"``.
         """
         cfg = self.config
         steps, guidance, sampler = steps or cfg.steps, cfg.guidance if guidance is None else guidance, sampler or cfg.sampler
@@ -296,7 +299,8 @@ class SigmanPipeline:
             timings[name] = now - tick
             tick = now
 
-        pose = resolve_pose(pose)
+        pose_file = resolve_pose_file(pose, up_axis)
+        pose = pose_file.pose
         report(0.0, "preprocessing the photo")
         photo, features = self.encode_image(image)
         lap("encode_image")
@@ -323,4 +327,4 @@ class SigmanPipeline:
             renders, cameras = self.render_views(first, num_views, render_size, views)
             lap("render")
         report(1.0, "done")
-        return PipelineOutput(canonical, posed, renders, cameras, latents, photo, rest_joints, timings)
+        return PipelineOutput(canonical, posed, renders, cameras, latents, photo, rest_joints, timings, pose_file.note)
