@@ -40,6 +40,8 @@ def main() -> int:
     parser.add_argument("--sampler", default=None, choices=["ddim", "dpmpp"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--views", type=int, default=4)
+    parser.add_argument("--view-set", default="orbit", choices=["orbit", "release"],
+                        help="orbit: --views cameras fitted around the body; release: the release's 20 calibrated views")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--frames", type=int, default=48, help="turntable frames")
     parser.add_argument("--up-axis", default="auto", choices=["auto", "y", "z"],
@@ -58,7 +60,7 @@ def main() -> int:
                 bar.refresh()
             result = pipe(args.image, args.pose, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
                           seed=args.seed, num_views=args.views, render_size=args.size, progress=progress,
-                          up_axis=args.up_axis)
+                          up_axis=args.up_axis, views=args.view_set)
         if result.pose_note:
             print(f"note: {result.pose_note}")
         files = export_avatar(pipe, result, args.out, turntable_frames=args.frames, size=args.size, motion=args.motion)

@@ -31,18 +31,19 @@ def _write_flame_obj(path: Path, verts: np.ndarray, vt: np.ndarray, faces: np.nd
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_release_template_files(folder: Path, seed: int = 0) -> Path:
-    """Write every file :func:`sigman.official.template.find_template_files` needs into ``folder``."""
+def write_release_template_files(folder: Path, seed: int = 0, rings: int = RINGS, columns: int = COLUMNS) -> Path:
+    """Write every file :func:`sigman.official.template.find_template_files` needs into ``folder``
+    (``rings x columns`` vertices; the release's own scripts need exactly 10,475 = 25 x 419)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = random_smplx_arrays(RINGS, COLUMNS, seed=seed)
+    arrays = random_smplx_arrays(rings, columns, seed=seed)
     np.savez(folder / "SMPLX_NEUTRAL.npz", **arrays)
-    np.savez(folder / "SMPLX_MALE.npz", **random_smplx_arrays(RINGS, COLUMNS, seed=seed + 1))
+    np.savez(folder / "SMPLX_MALE.npz", **random_smplx_arrays(rings, columns, seed=seed + 1))
     write_obj(folder / "smplx_uv.obj", arrays)
 
     rng = np.random.default_rng(seed)
-    v = RINGS * COLUMNS
-    head = np.arange(v - HEAD_RINGS * COLUMNS, v)  # SMPL-X ids of the FLAME vertices
+    v = rings * columns
+    head = np.arange(v - HEAD_RINGS * columns, v)  # SMPL-X ids of the FLAME vertices
     local = -np.ones(v, np.int64)
     local[head] = np.arange(len(head))
     faces = arrays["f"].astype(np.int64)
@@ -56,7 +57,7 @@ def write_release_template_files(folder: Path, seed: int = 0) -> Path:
     mouth_vt = rng.uniform(0.0, 1.0, (12, 2))
     mouth_faces, seen = [], {tuple(f) for f in flame_faces.tolist()}
     while len(mouth_faces) < MOUTH_FACES:
-        f = tuple(rng.choice(COLUMNS, 3, replace=False).tolist())  # across the top ring: new triangles
+        f = tuple(rng.choice(columns, 3, replace=False).tolist())  # across the top ring: new triangles
         if f not in seen:
             seen.add(f)
             mouth_faces.append(f)
