@@ -21,15 +21,15 @@ KNN_NEIGHBOURS = 3
 MIN_SQ_DIST = 1e-7  # the release clamps the squared spacing at this value
 
 
-def knn_mean_sq_dist_bruteforce(points: Tensor, k: int = KNN_NEIGHBOURS, chunk: int = 4096) -> Tensor:
+def knn_mean_sq_dist_bruteforce(points: Tensor, k: int = KNN_NEIGHBOURS, chunk: int = 1024) -> Tensor:
     """Mean squared distance to the ``k`` nearest other points, by exhaustive search:
-    ``points [N, 3] -> [N]``."""
+    ``points [N, 3] -> [N]`` (``chunk x N`` distances at a time)."""
     pts = points.detach().float()
     n = pts.shape[0]
     out = torch.empty(n, dtype=pts.dtype, device=pts.device)
     for start in range(0, n, chunk):
         block = pts[start:start + chunk]
-        d2 = (block[:, None, :] - pts[None, :, :]).square().sum(-1)
+        d2 = torch.cdist(block, pts, compute_mode="donot_use_mm_for_euclid_dist").square()
         rows = torch.arange(block.shape[0], device=pts.device)
         d2[rows, rows + start] = float("inf")
         out[start:start + chunk] = d2.topk(k, dim=-1, largest=False).values.mean(dim=-1)

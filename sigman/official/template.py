@@ -53,6 +53,7 @@ from torch import Tensor
 
 from sigman.official.frames import tbn_frames
 from sigman.paths import cache_dir, smplx_model_dir
+from sigman.weights import WeightsError
 
 TEMPLATE_CACHE_VERSION = 1
 RELEASE_POINTS = 50200  # N of the release's template on the real files
@@ -84,8 +85,9 @@ class TemplateFilesMissing(FileNotFoundError):
     """Some of the files the release's template is built from are not in the folder."""
 
 
-class TemplateError(ValueError):
-    """A template file is malformed, or the built template does not match the checkpoint."""
+class TemplateError(WeightsError):
+    """A template file is malformed, or the built template does not match the checkpoint (a
+    :class:`~sigman.weights.WeightsError`: the template is part of the official model)."""
 
 
 # ----------------------------------------------------------------------------------------------
