@@ -44,6 +44,9 @@ def main() -> int:
                         help="orbit: --views cameras fitted around the body; release: the release's 20 calibrated views")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--frames", type=int, default=48, help="turntable frames")
+    parser.add_argument("--preprocess", default=None, choices=["crop", "release"],
+                        help="photo preprocessing: crop (the person's square, the default) or release "
+                             "(the release script's whole-photo resize); default: the model folder's")
     parser.add_argument("--up-axis", default="auto", choices=["auto", "y", "z"],
                         help="up axis of the pose file (auto: detected; a Z-up file is rotated to +Y up)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -53,6 +56,8 @@ def main() -> int:
     try:
         pipe = (SigmanPipeline.from_config(PipelineConfig(), device=args.device) if args.random_weights
                 else SigmanPipeline.from_pretrained(args.weights, device=args.device))
+        if args.preprocess:
+            pipe.config.preprocess = args.preprocess
         with tqdm(total=100, desc="generate", unit="%", bar_format="{l_bar}{bar}| {postfix}") as bar:
             def progress(fraction: float, stage: str) -> None:
                 bar.n = int(round(100 * fraction))
