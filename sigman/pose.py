@@ -249,7 +249,7 @@ def pose_file_from_arrays(arrays: dict[str, np.ndarray], up_axis: str = "auto") 
            "detected": "detected: its pelvis-to-head direction points along +Z",
            "convention": "by the AMASS convention"}[reason]
     note = (f"the pose file is Z-up ({how}); rotated into sigman's +Y-up frame"
-            + ("" if reason == "override" else "; pass up_axis='y' to keep it as it is"))
+            + ("" if reason == "override" else "; to keep it as it is, pass up_axis='y' (CLI: --up-axis y)"))
     return PoseFile(z_up_to_y_up(pose), "z", reason, True, note)
 
 
