@@ -197,6 +197,27 @@ def test_release_pipeline_end_to_end(release_pipe):
     assert out_r.renders.shape == (len(RELEASE_INFERENCE_VIEWS), 32, 32, 3)
 
 
+def reference_release_weights(body, cano_pose, points, template_weights, mask):
+    """fast-SNARF's weights written out: a 16 x 64 x 64 grid over the canonical body's box (x 1.2,
+    z squeezed 4x), inverse-distance weights of the 10 nearest vertices, trilinear sampling."""
+    with torch.no_grad():
+        verts = body(cano_pose).vertices[0]
+    lo, hi = verts.min(0).values, verts.max(0).values
+    centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2 * 1.2
+    zs, ys, xs = torch.linspace(-1, 1, 16), torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64)
+    grid = torch.stack([xs[None, None, :].expand(16, 64, 64), ys[None, :, None].expand(16, 64, 64),
+                        zs[:, None, None].expand(16, 64, 64)], -1).reshape(-1, 3)
+    world = grid * torch.tensor([1.0, 1.0, 0.25]) * half + centre
+    d, i = torch.cdist(world.double(), verts.double()).topk(10, largest=False)
+    inv = 1 / d.clamp(3e-5, 0.1)
+    values = ((inv / inv.sum(1, keepdim=True))[..., None] * body.skin_weights.double()[i]).sum(1).float()
+    volume = values.T.reshape(1, -1, 16, 64, 64)
+    coords = (points - centre) / half * torch.tensor([1.0, 1.0, 4.0])
+    sampled = torch.nn.functional.grid_sample(volume, coords[None, :, None, None], align_corners=True,
+                                              padding_mode="border")[0, :, :, 0, 0].T
+    return torch.where(mask[:, None], template_weights, sampled)
+
+
 def test_release_posing_follows_the_release_formula(release_pipe):
     """Posed centres: blend(A_pose) [blend(A_cano^-1) (template + offset) - cano offsets + shape and
     pose offsets], written out here with explicit per-point blend shapes."""
@@ -216,7 +237,8 @@ def test_release_posing_follows_the_release_formula(release_pipe):
     maps = pipe.vae.decode(latents)
     samples = pipe.vae.sample_points(maps, t.uv)[0]  # [N, 13]
     offset = samples[:, 1:4]
-    w = t.mix(male.skin_weights[None])[0]  # [N, J]
+    cano_pose = canonical_pose(body.model_file)
+    w = reference_release_weights(body, cano_pose, t.positions + offset, t.mix(male.skin_weights[None])[0], t.deformer_mask)
 
     def blend(transforms):  # [J, 4, 4] -> [N, 4, 4]
         return torch.einsum("nj,jab->nab", w, transforms)
@@ -228,7 +250,6 @@ def test_release_posing_follows_the_release_formula(release_pipe):
     def mixed(vertex_offsets):  # [V, 3] -> [N, 3]
         return t.mix(vertex_offsets[None])[0]
 
-    cano_pose = canonical_pose(body.model_file)
     a_cano = body.pose_transforms(cano_pose)[0][0]
     a_pose = body.pose_transforms(pose, body.rest(betas)[1][0])[0][0]
     x = torch.cat([t.positions + offset, torch.ones(len(offset), 1)], -1)
@@ -236,6 +257,7 @@ def test_release_posing_follows_the_release_formula(release_pipe):
     shape_off = mixed(torch.einsum("l,mkl->mk", betas[0], male.shapedirs))
     pose_off = mixed((feature(pose) @ male.posedirs).reshape(-1, 3))
     x_posed = (blend(a_pose) @ torch.cat([x_rest + shape_off + pose_off, torch.ones(len(x), 1)], -1)[..., None])[:, :3, 0]
+    torch.testing.assert_close(canonical.skin_weights, w, atol=1e-5, rtol=0)
     torch.testing.assert_close(posed.means[0], x_posed, atol=2e-5, rtol=0)
     # scales: (scale + 1) * sqrt(mean squared 3-NN distance of the posed centres)
     factor = 2.0 * samples[:, 7:10]

@@ -21,11 +21,10 @@ and the local rotation (:func:`~sigman.official.frames.fold_rotation`, same cova
 blended skinning rotations are sigman's normalised quaternion blend (the release multiplies the
 blended, not quite orthogonal, matrices; the two agree wherever one joint dominates).
 
-Skinning weights: the release skins the points in the face, hands and "outside" regions with the
+Skinning weights: as the release, the points in the face, hands and "outside" regions take the
 template's weights (the mean of the male model's weights over each face's corners) and all other
-points with weights it samples from a 64^3 voxel grid diffused from the neutral model's
-weights (fast-SNARF, a CUDA extension). sigman uses the template's weights for every point; see
-docs/OFFICIAL.md.
+points the weights of fast-SNARF's voxel grid at their canonical position
+(:mod:`sigman.official.skinning`), so they depend on the decoded offsets.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ from sigman.gaussians import Gaussians
 from sigman.lbs import blend_rotations, blend_transforms, quat_multiply
 from sigman.official.frames import fold_rotation
 from sigman.official.knn_scale import release_spacing
+from sigman.official.skinning import VoxelSkinning, release_skin_weights
 from sigman.official.template import CANONICAL_TRANSL, ReleaseTemplate, check_against_checkpoint
 from sigman.pose import SMPLXPose
 
@@ -68,6 +68,7 @@ class ReleaseDecoded:
     scale_factor: Tensor  # [B, N, 3] (scale + 1) in (0, 2)
     opacity: Tensor  # [B, N]
     rgb: Tensor  # [B, N, 3]
+    skin_weights: Tensor  # [B, N, J] the release's per-point weights (voxel grid / template)
 
 
 class ReleaseGaussianHead:
@@ -87,11 +88,11 @@ class ReleaseGaussianHead:
         self.template_body = template_body
         self.body = deformer_body
         device = deformer_body.rest_vertices.device
-        self.skin_weights = template.mix(template_body.skin_weights.to(device))  # [N, J]
-        cano_transforms, _ = deformer_body.pose_transforms(deformer_canonical)  # [1, J, 4, 4]
-        inverse = torch.linalg.inv(cano_transforms)
-        self.unpose = blend_transforms(self.skin_weights, inverse)  # [1, N, 3, 4]
-        self.unpose_quats = blend_rotations(self.skin_weights, inverse[..., :3, :3])  # [1, N, 4]
+        self.template_weights = template.mix(template_body.skin_weights.to(device))  # [N, J]
+        with torch.no_grad():
+            cano = deformer_body(deformer_canonical)
+        self.voxels = VoxelSkinning(cano.vertices[0], deformer_body.skin_weights)
+        self.inverse_canonical = torch.linalg.inv(cano.transforms[0])  # [J, 4, 4]
         self.canonical_offsets = self.blend_shape_offsets(deformer_canonical, None)  # [1, N, 3]
 
     def check(self, uvcoord: Tensor) -> float:
@@ -117,10 +118,14 @@ class ReleaseGaussianHead:
         attrs = vae.activate(samples, point_spacing=torch.ones(samples.shape[:-1], device=samples.device))
         b = samples.shape[0]
         cano = self.template.positions.to(samples) + attrs["offset"]  # release's canonical pose
-        rest = _apply(self.unpose.expand(b, -1, -1, -1), cano) - self.canonical_offsets
+        weights = release_skin_weights(self.voxels, cano, self.template_weights, self.template.deformer_mask)
+        inverse = self.inverse_canonical.to(samples)
+        unpose = torch.einsum("bnj,jxy->bnxy", weights, inverse[:, :3, :])  # [B, N, 3, 4]
+        rest = _apply(unpose, cano) - self.canonical_offsets.to(samples)
         local = fold_rotation(self.template.frames.to(samples).expand(b, -1, -1, -1), attrs["rotvec"])
-        quats = quat_multiply(self.unpose_quats.to(local), local)
-        return ReleaseDecoded(rest, quats, attrs["scale"], attrs["opacity"], attrs["rgb"].clamp(0, 1))
+        unpose_quats = torch.cat([blend_rotations(weights[i], inverse[None, :, :3, :3]) for i in range(b)])
+        quats = quat_multiply(unpose_quats.to(local), local)
+        return ReleaseDecoded(rest, quats, attrs["scale"], attrs["opacity"], attrs["rgb"].clamp(0, 1), weights)
 
     def canonical(self, decoded: ReleaseDecoded, betas: Optional[Tensor] = None) -> tuple[Gaussians, Tensor]:
         """Canonical Gaussians (sigman's rest frame, the subject's shape; scales from the spacing of
@@ -132,7 +137,7 @@ class ReleaseGaussianHead:
             means = means + self.template.mix(shape)[0]
         scales = decoded.scale_factor[0] * release_spacing(means)[..., None].to(means)
         g = Gaussians(means=means, quats=decoded.rest_quats[0], scales=scales, opacities=decoded.opacity[0],
-                      colors=decoded.rgb[0], skin_weights=self.skin_weights)
+                      colors=decoded.rgb[0], skin_weights=decoded.skin_weights[0])
         _, rest_joints = self.body.rest(betas)
         return g, rest_joints[0]
 
@@ -143,11 +148,12 @@ class ReleaseGaussianHead:
         pose = pose.to(canonical.means.device)
         t = pose.num_frames
         transforms, _ = self.body.pose_transforms(pose, rest_joints)  # [T, J, 4, 4]
-        blended = blend_transforms(self.skin_weights, transforms)  # [T, N, 3, 4]
+        weights = canonical.skin_weights
+        blended = blend_transforms(weights, transforms)  # [T, N, 3, 4]
         points = canonical.means + self.blend_shape_offsets(pose, None)  # [T, N, 3]
         means = _apply(blended, points)
-        quats = quat_multiply(blend_rotations(self.skin_weights, transforms[..., :3, :3]), canonical.quats)
+        quats = quat_multiply(blend_rotations(weights, transforms[..., :3, :3]), canonical.quats)
         factor = canonical.scales / release_spacing(canonical.means)[..., None].to(canonical.scales)
         scales = factor * release_spacing(means)[..., None].to(means)
         return Gaussians(means=means, quats=quats, scales=scales, opacities=canonical.opacities.expand(t, -1),
-                         colors=canonical.colors.expand(t, -1, -1), skin_weights=self.skin_weights)
+                         colors=canonical.colors.expand(t, -1, -1), skin_weights=weights)
