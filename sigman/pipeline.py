@@ -62,6 +62,11 @@ class PipelineConfig:
     template: str = "uv"  # "uv": a Gaussian per covered texel; "release": the official template (sigman.official)
     preprocess: str = "crop"  # "crop": the person's square crop; "release": the release script's whole-photo resize
 
+    def __post_init__(self) -> None:
+        for name, allowed in (("template", ("uv", "release")), ("preprocess", ("crop", "release"))):
+            if getattr(self, name) not in allowed:
+                raise WeightsError(f"{PIPELINE_FILE}: {name}={getattr(self, name)!r}; choose one of {allowed}")
+
     @staticmethod
     def from_dict(data: dict) -> "PipelineConfig":
         known = {f.name for f in dataclasses.fields(PipelineConfig)}
@@ -252,6 +257,8 @@ class SigmanPipeline:
 
     def render_views(self, gaussians: Gaussians, num_views: int = 4, size: int = 512,
                      views: str = "orbit") -> tuple[np.ndarray, Camera]:
+        if views not in ("orbit", "release"):
+            raise ValueError(f"views must be 'orbit' or 'release', got {views!r}")
         if views == "release":  # the release's 20 calibrated views, in its world frame
             from sigman.official.views import release_cameras
 
