@@ -5,10 +5,13 @@
 
 import json
 import sys
+from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from sigman.official.views import NUM_RELEASE_VIEWS, RELEASE_CALIBRATED_SIZE, release_cameras
+import numpy as np  # noqa: E402
+
+from sigman.official.views import NUM_RELEASE_VIEWS, RELEASE_CALIBRATED_SIZE, release_cameras  # noqa: E402
 
 calib = json.load(open(sys.argv[1]))
 ids = list(range(NUM_RELEASE_VIEWS))
