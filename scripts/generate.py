@@ -40,8 +40,15 @@ def main() -> int:
     parser.add_argument("--sampler", default=None, choices=["ddim", "dpmpp"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--views", type=int, default=4)
+    parser.add_argument("--view-set", default="orbit", choices=["orbit", "release"],
+                        help="orbit: --views cameras fitted around the body; release: the release's 20 calibrated views")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--frames", type=int, default=48, help="turntable frames")
+    parser.add_argument("--preprocess", default=None, choices=["crop", "release"],
+                        help="photo preprocessing: crop (the person's square, the default) or release "
+                             "(the release script's whole-photo resize); default: the model folder's")
+    parser.add_argument("--up-axis", default="auto", choices=["auto", "y", "z"],
+                        help="up axis of the pose file (auto: detected; a Z-up file is rotated to +Y up)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
 
@@ -49,13 +56,18 @@ def main() -> int:
     try:
         pipe = (SigmanPipeline.from_config(PipelineConfig(), device=args.device) if args.random_weights
                 else SigmanPipeline.from_pretrained(args.weights, device=args.device))
+        if args.preprocess:
+            pipe.config.preprocess = args.preprocess
         with tqdm(total=100, desc="generate", unit="%", bar_format="{l_bar}{bar}| {postfix}") as bar:
             def progress(fraction: float, stage: str) -> None:
                 bar.n = int(round(100 * fraction))
                 bar.set_postfix_str(stage)
                 bar.refresh()
             result = pipe(args.image, args.pose, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
-                          seed=args.seed, num_views=args.views, render_size=args.size, progress=progress)
+                          seed=args.seed, num_views=args.views, render_size=args.size, progress=progress,
+                          up_axis=args.up_axis, views=args.view_set)
+        if result.pose_note:
+            print(f"note: {result.pose_note}")
         files = export_avatar(pipe, result, args.out, turntable_frames=args.frames, size=args.size, motion=args.motion)
     except (ImageInputError, PoseFileError, WeightsError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

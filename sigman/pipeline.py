@@ -31,7 +31,7 @@ from sigman.models.vae import VAE_CONFIGS, SigmanVAE, VAEConfig
 from sigman.paths import default_model_dir
 from sigman.pose import SMPLXPose
 from sigman.preprocess import preprocess_person
-from sigman.presets import resolve_pose
+from sigman.presets import resolve_pose_file
 from sigman.render import Camera, fit_orbit_to_points, render
 from sigman.sampling import SAMPLERS, sample
 from sigman.uv import UVTemplate, build_uv_template
@@ -60,6 +60,13 @@ class PipelineConfig:
     sampler: str = "ddim"
     guidance_schedule: str = "constant"
     background: float = 1.0  # grey level of the photo's background and of renders
+    template: str = "uv"  # "uv": a Gaussian per covered texel; "release": the official template (sigman.official)
+    preprocess: str = "crop"  # "crop": the person's square crop; "release": the release script's whole-photo resize
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("template", ("uv", "release")), ("preprocess", ("crop", "release"))):
+            if getattr(self, name) not in allowed:
+                raise WeightsError(f"{PIPELINE_FILE}: {name}={getattr(self, name)!r}; choose one of {allowed}")
 
     @staticmethod
     def from_dict(data: dict) -> "PipelineConfig":
@@ -80,6 +87,7 @@ class PipelineOutput:
     input_image: Tensor  # [1, 3, S, S] the preprocessed photo
     rest_joints: Tensor  # [J, 3] canonical joints of this subject
     timings: dict[str, float]
+    pose_note: str = ""  # what was done to the pose file's frame (e.g. Z-up rotated to Y-up); show it
 
 
 def _vae_config(name: str, overrides: dict) -> VAEConfig:
@@ -99,8 +107,10 @@ def load_pipeline_config(folder: Union[str, Path, None] = None) -> tuple[Path, P
     if (folder / PIPELINE_FILE).is_file():
         return folder, PipelineConfig.from_dict(load_json(folder / PIPELINE_FILE))
     if (folder / VAE_FILE).is_file() and (folder / DIT_FILE).is_file():
+        # The release's inference script: constant guidance 3.5, its template; see docs/OFFICIAL.md
         return folder, PipelineConfig(body_model="smplx", vae="official", dit="official", image_encoder="sapiens",
-                                      gaussian_uv_resolution=512, guidance_schedule="release-dynamic")
+                                      gaussian_uv_resolution=512, guidance=3.5, guidance_schedule="constant",
+                                      template="release", preprocess="crop")
     raise WeightsError(f"{folder} holds neither {PIPELINE_FILE} nor the release's {VAE_FILE} + {DIT_FILE}")
 
 
@@ -125,8 +135,14 @@ class SigmanPipeline:
         self.vae = vae.to(self.device).eval()
         self.dit = dit.to(self.device, self.dtype).eval()
         self.image_encoder = image_encoder.to(self.device, self.dtype).eval()
-        self.template: UVTemplate = build_uv_template(self.body, config.gaussian_uv_resolution)
-        self._template_quats = quat_from_normals(self.template.normals)
+        self.release = None  # the official template's head (sigman.official) when config.template == "release"
+        if config.template == "release":
+            from sigman.official.pipeline import build_release_head
+
+            self.release = build_release_head(self.body, self.vae)
+        else:
+            self.template: UVTemplate = build_uv_template(self.body, config.gaussian_uv_resolution)
+            self._template_quats = quat_from_normals(self.template.normals)
         self.fast_dit: Optional[FastDiT] = None  # set by optimize(); sampling uses it when present
         self.compile_cache: Optional[CompileCache] = None  # set by optimize() when it compiles
         self._cpu_body: Optional[BodyModel] = None  # set by optimize() on CUDA: kinematics on the CPU
@@ -206,7 +222,12 @@ class SigmanPipeline:
 
     def encode_image(self, image) -> tuple[Tensor, Tensor]:
         """Photo (path / PIL / array / tensor) -> (preprocessed ``[1, 3, S, S]``, features)."""
-        person = preprocess_person(image, size=self.encoder_input_size(), background=self.config.background)
+        if self.config.preprocess == "release":
+            from sigman.official.preprocess import release_preprocess
+
+            person = release_preprocess(image)
+        else:
+            person = preprocess_person(image, size=self.encoder_input_size(), background=self.config.background)
         pixels = person.image.to(self.device, self.dtype)
         with torch.no_grad():
             features = self.image_encoder(pixels)
@@ -226,6 +247,9 @@ class SigmanPipeline:
 
     def decode_gaussians(self, latents: Tensor, shape: Optional[Tensor] = None) -> tuple[Gaussians, Tensor]:
         """VAE latents -> canonical Gaussians on the body of ``shape`` and its rest joints ``[J, 3]``."""
+        if self.release is not None:
+            with torch.no_grad():
+                return self.release.canonical(self.release.decode(self.vae, latents), shape)
         rest_vertices, rest_joints = self.body.rest(shape)
         points = self.template.positions_for(rest_vertices[0])
         with torch.no_grad():
@@ -239,14 +263,24 @@ class SigmanPipeline:
         return canonical, rest_joints[0]
 
     def pose_gaussians(self, canonical: Gaussians, rest_joints: Tensor, pose: SMPLXPose) -> Gaussians:
+        if self.release is not None:  # the release's posing: blend-shape offsets, per-frame spacing
+            return self.release.pose(canonical, pose, rest_joints)
         if self._cpu_body is not None and canonical.means.dim() == 2:  # optimized: ~100 joints on the CPU
             transforms, _ = self._cpu_body.pose_transforms(pose, rest_joints.cpu())
             return fast_repose(canonical, transforms)
         transforms, _ = self.body.pose_transforms(pose, rest_joints)
         return repose(canonical, transforms)
 
-    def render_views(self, gaussians: Gaussians, num_views: int = 4, size: int = 512) -> tuple[np.ndarray, Camera]:
-        cameras = fit_orbit_to_points(gaussians.means.float(), n_views=num_views, width=size, height=size).to(self.device)
+    def render_views(self, gaussians: Gaussians, num_views: int = 4, size: int = 512,
+                     views: str = "orbit") -> tuple[np.ndarray, Camera]:
+        if views not in ("orbit", "release"):
+            raise ValueError(f"views must be 'orbit' or 'release', got {views!r}")
+        if views == "release":  # the release's 20 calibrated views, in its world frame
+            from sigman.official.views import release_cameras
+
+            cameras = release_cameras(size=size).to(self.device)
+        else:
+            cameras = fit_orbit_to_points(gaussians.means.float(), n_views=num_views, width=size, height=size).to(self.device)
         bg = (self.config.background,) * 3
         with torch.no_grad():
             rgb = render(gaussians.to(torch.float32), cameras, background=bg).rgb
@@ -257,7 +291,7 @@ class SigmanPipeline:
     def __call__(self, image, pose: Union[str, Path, SMPLXPose, dict] = "a_pose", steps: Optional[int] = None,
                  guidance: Optional[float] = None, seed: int = 0, sampler: Optional[str] = None,
                  shape: Optional[Tensor] = None, num_views: int = 4, render_size: int = 512,
-                 progress: Optional[ProgressFn] = None) -> PipelineOutput:
+                 progress: Optional[ProgressFn] = None, views: str = "orbit", up_axis: str = "auto") -> PipelineOutput:
         """Generate an avatar.
 
         Args:
@@ -267,7 +301,12 @@ class SigmanPipeline:
             seed: the sampling noise seed (same seed, same avatar).
             shape: body-model shape ``[1, S]`` (anny phenotypes / SMPL-X betas); ``None``: default.
             num_views, render_size: renders of the first posed frame (``num_views=0``: none).
+            views: ``"orbit"`` (``num_views`` cameras fitted around the body) or ``"release"`` (the
+                release's 20 calibrated views; the official template then poses the body with the
+                release's root: no global rotation, lifted 0.35 m, and the pose file's betas).
             progress: ``progress(fraction, stage)`` for a progress bar.
+            up_axis: a pose file's up axis, ``"auto"`` (detected; a Z-up file is rotated to +Y up and
+                ``PipelineOutput.pose_note`` says so), ``"y"`` or ``"z"``.
         """
         cfg = self.config
         steps, guidance, sampler = steps or cfg.steps, cfg.guidance if guidance is None else guidance, sampler or cfg.sampler
@@ -283,7 +322,8 @@ class SigmanPipeline:
             timings[name] = now - tick
             tick = now
 
-        pose = resolve_pose(pose)
+        pose_file = resolve_pose_file(pose, up_axis)
+        pose = pose_file.pose
         report(0.0, "preprocessing the photo")
         photo, features = self.encode_image(image)
         lap("encode_image")
@@ -291,17 +331,23 @@ class SigmanPipeline:
                                       progress=lambda i, n: report(0.05 + 0.79 * i / n, f"sampling step {i}/{n}"))
         lap("sample")
         report(0.85, "decoding Gaussians")
-        canonical, rest_joints = self.decode_gaussians(latents, shape)
-        lap("decode")
-        report(0.9, "posing")
-        posed = self.pose_gaussians(canonical, rest_joints, pose)
+        if self.release is not None:  # the official template: the release's decoding and posing
+            from sigman.official.pipeline import release_decode_and_pose
+
+            canonical, rest_joints, posed = release_decode_and_pose(self, latents, pose, shape, views)
+            lap("decode")
+        else:
+            canonical, rest_joints = self.decode_gaussians(latents, shape)
+            lap("decode")
+            report(0.9, "posing")
+            posed = self.pose_gaussians(canonical, rest_joints, pose)
         lap("pose")
         renders, cameras = None, None
         if num_views > 0:
             report(0.93, "rendering")
             first = posed.with_(means=posed.means[0], quats=posed.quats[0], scales=posed.scales[0],
                                 opacities=posed.opacities[0], colors=posed.colors[0])
-            renders, cameras = self.render_views(first, num_views, render_size)
+            renders, cameras = self.render_views(first, num_views, render_size, views)
             lap("render")
         report(1.0, "done")
-        return PipelineOutput(canonical, posed, renders, cameras, latents, photo, rest_joints, timings)
+        return PipelineOutput(canonical, posed, renders, cameras, latents, photo, rest_joints, timings, pose_file.note)

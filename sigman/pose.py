@@ -22,7 +22,17 @@ key                 shape       meaning
 ``poses``           ``(T, 165)`` AMASS SMPL-X (55 joints) or ``(T, 156)`` SMPL+H (52 joints)
 ``trans``           ``(T, 3)``  AMASS translation
 ``mocap_frame_rate`` scalar     AMASS frame rate (also ``fps``)
+``up_axis``         scalar str  optional ``"y"`` or ``"z"``: the file's up axis (sigman writes ``"y"``)
 ==================  ==========  =====================================================
+
+Up axis. sigman's world is +Y up (SMPL-X's own frame). Many files are Z-up: AMASS by
+convention, and poses exported from Z-up tools (SIGMAN's own demo pose has a root rotation of about
+117 degrees about (1, 1, 1)). :func:`load_pose_file` finds the file's up axis (``up_axis="auto"``):
+the ``up_axis`` key when the file declares one; else the posed torso (the pelvis -> head direction
+through the spine, averaged over the frames) when it points clearly along +Y or +Z; else the
+file's convention (AMASS: Z). A Z-up pose is rotated into +Y up (-90 degrees about X, applied to
+the root rotation and the translation) and :attr:`PoseFile.note` says so; ``up_axis="y"`` or
+``"z"`` overrides the detection.
 """
 
 from __future__ import annotations
@@ -71,6 +81,11 @@ _FRAME_KEYS: tuple[tuple[str, tuple[int, ...], bool], ...] = (
     ("transl", (3,), False),
 )
 MAX_POSE_FILE_BYTES = 512 * 1024 * 1024
+UP_AXES = ("auto", "y", "z")
+# -90 degrees about X: +Z -> +Y, +Y -> -Z (a Z-up pose into sigman's +Y-up world)
+Z_UP_TO_Y_UP = ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.0, -1.0, 0.0))
+SPINE_CHAIN = (0, 3, 6, 9, 12)  # pelvis, spine1..3, neck: the parents of the bones up to the head
+UP_DETECTION_MIN = 0.5  # cosine: the torso must point at least this much along an axis to decide
 
 
 class PoseFileError(ValueError):
@@ -160,7 +175,82 @@ class SMPLXPose:
 
 
 def save_pose(path: Union[str, Path], pose: SMPLXPose) -> None:
-    np.savez(path, **pose.to_npz_dict())
+    """Write the seed's SMPL-X ``.npz`` layout, declaring the frame (``up_axis = "y"``)."""
+    np.savez(path, **pose.to_npz_dict(), up_axis=np.asarray("y"))
+
+
+@dataclass
+class PoseFile:
+    """A loaded pose and what was done to its frame."""
+
+    pose: SMPLXPose  # in sigman's +Y-up world
+    up_axis: str  # the file's up axis: "y" or "z"
+    reason: str  # how it was decided: "override", "declared", "detected", "convention", "default"
+    converted: bool  # the pose was rotated from Z up to Y up
+    note: str  # one line for the user ("" when nothing needed saying)
+
+
+def torso_up(pose: SMPLXPose) -> Tensor:
+    """Unit direction from the pelvis up the spine to the head, ``[T, 3]`` (each spine bone taken
+    as +Y at rest, as in SMPL-X's rest pose, turned by its parent's world rotation)."""
+    rot = pose.global_rotmats()[:, list(SPINE_CHAIN)]  # [T, 5, 3, 3]
+    up = rot[..., :, 1].sum(dim=1)  # sum of R @ (0, 1, 0)
+    return up / up.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+
+
+def detect_up_axis(pose: SMPLXPose) -> tuple[Optional[str], Tensor]:
+    """``("y" | "z" | None, mean torso direction [3])``: the axis the posed torso points along
+    (None when it points along neither clearly, e.g. a pose lying on its side)."""
+    up = torso_up(pose).mean(dim=0)
+    up = up / up.norm().clamp_min(1e-9)
+    if float(up[1]) >= UP_DETECTION_MIN:
+        return "y", up
+    if float(up[2]) >= UP_DETECTION_MIN:
+        return "z", up
+    return None, up
+
+
+def z_up_to_y_up(pose: SMPLXPose) -> SMPLXPose:
+    """The pose rotated from a Z-up world into sigman's +Y-up world (root rotation and
+    translation; the body joints are relative and stay)."""
+    fix = torch.tensor(Z_UP_TO_Y_UP, dtype=pose.global_orient.dtype)
+    root = fix @ roma.rotvec_to_rotmat(pose.global_orient)
+    return SMPLXPose(global_orient=roma.rotmat_to_rotvec(root), body_pose=pose.body_pose, jaw_pose=pose.jaw_pose,
+                     leye_pose=pose.leye_pose, reye_pose=pose.reye_pose, left_hand_pose=pose.left_hand_pose,
+                     right_hand_pose=pose.right_hand_pose, transl=pose.transl @ fix.T, betas=pose.betas,
+                     expression=pose.expression, fps=pose.fps)
+
+
+def _declared_up_axis(arrays: dict) -> Optional[str]:
+    if "up_axis" not in arrays:
+        return None
+    value = str(np.asarray(arrays["up_axis"]).reshape(-1)[0]).strip().lower() if np.asarray(arrays["up_axis"]).size else ""
+    if value not in ("y", "z"):
+        raise PoseFileError(f"pose key 'up_axis' is {value!r}; expected 'y' or 'z'")
+    return value
+
+
+def pose_file_from_arrays(arrays: dict[str, np.ndarray], up_axis: str = "auto") -> PoseFile:
+    """:func:`pose_from_arrays` plus the up-axis handling described in the module docstring."""
+    if up_axis not in UP_AXES:
+        raise ValueError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
+    pose = pose_from_arrays(arrays)
+    if up_axis != "auto":
+        axis, reason = up_axis, "override"
+    elif (declared := _declared_up_axis(arrays)) is not None:
+        axis, reason = declared, "declared"
+    else:
+        detected, _ = detect_up_axis(pose)
+        amass = "poses" in arrays and "global_orient" not in arrays
+        axis, reason = (detected, "detected") if detected else (("z", "convention") if amass else ("y", "default"))
+    if axis == "y":
+        return PoseFile(pose, "y", reason, False, "")
+    how = {"override": "as requested (up_axis='z')", "declared": "as the file declares",
+           "detected": "detected: its pelvis-to-head direction points along +Z",
+           "convention": "by the AMASS convention"}[reason]
+    note = (f"the pose file is Z-up ({how}); rotated into sigman's +Y-up frame"
+            + ("" if reason == "override" else "; to keep it as it is, pass up_axis='y' (CLI: --up-axis y)"))
+    return PoseFile(z_up_to_y_up(pose), "z", reason, True, note)
 
 
 def _check_array(key: str, value: np.ndarray, expected: str) -> np.ndarray:
@@ -249,13 +339,20 @@ def pose_from_arrays(arrays: dict[str, np.ndarray]) -> SMPLXPose:
     return SMPLXPose(**values, betas=torch.from_numpy(betas), expression=torch.from_numpy(expression), fps=fps)
 
 
-def load_pose(source: Union[str, Path, bytes, dict]) -> SMPLXPose:
-    """Load an SMPL-X or AMASS pose ``.npz`` (path, raw bytes or a dict of arrays).
+def load_pose(source: Union[str, Path, bytes, dict], up_axis: str = "auto") -> SMPLXPose:
+    """Load an SMPL-X or AMASS pose ``.npz`` (path, raw bytes or a dict of arrays) into sigman's
+    +Y-up world (see :func:`load_pose_file`, which also says what was done).
 
     Raises :class:`PoseFileError` with a one-line message for anything malformed.
     """
+    return load_pose_file(source, up_axis).pose
+
+
+def load_pose_file(source: Union[str, Path, bytes, dict], up_axis: str = "auto") -> PoseFile:
+    """Load a pose ``.npz`` and bring it into +Y up: ``up_axis`` ``"auto"`` (declared, detected,
+    else the file's convention), ``"y"`` (keep as is) or ``"z"`` (rotate from Z up)."""
     if isinstance(source, dict):
-        return pose_from_arrays(source)
+        return pose_file_from_arrays(source, up_axis)
     if isinstance(source, (bytes, bytearray)):
         handle: Union[io.BytesIO, Path] = io.BytesIO(source)
         name = "<bytes>"
@@ -282,4 +379,4 @@ def load_pose(source: Union[str, Path, bytes, dict]) -> SMPLXPose:
         raise PoseFileError(f"{name} is a corrupt .npz ({err.__class__.__name__}); save it again with numpy.savez") from err
     finally:
         data.close()
-    return pose_from_arrays(arrays)
+    return pose_file_from_arrays(arrays, up_axis)

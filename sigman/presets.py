@@ -16,7 +16,7 @@ import roma
 import torch
 
 from sigman.paths import poses_dir
-from sigman.pose import SMPLX_JOINT_NAMES, SMPLXPose, load_pose
+from sigman.pose import SMPLX_JOINT_NAMES, PoseFile, SMPLXPose, load_pose_file
 
 _BODY = {name: i - 1 for i, name in enumerate(SMPLX_JOINT_NAMES[:22]) if i > 0}  # body_pose index
 
@@ -145,16 +145,24 @@ def preset_names() -> list[str]:
     return on_disk or sorted(POSE_PRESETS) + sorted(MOTION_PRESETS)
 
 
-def resolve_pose(source: Union[str, Path, SMPLXPose, dict]) -> SMPLXPose:
-    """A pose from an :class:`SMPLXPose`, a preset name, or a path to an SMPL-X / AMASS ``.npz``."""
+def resolve_pose(source: Union[str, Path, SMPLXPose, dict], up_axis: str = "auto") -> SMPLXPose:
+    """A pose from an :class:`SMPLXPose`, a preset name, or a path to an SMPL-X / AMASS ``.npz``
+    (brought into +Y up, see :func:`resolve_pose_file`)."""
+    return resolve_pose_file(source, up_axis).pose
+
+
+def resolve_pose_file(source: Union[str, Path, SMPLXPose, dict], up_axis: str = "auto") -> PoseFile:
+    """:func:`resolve_pose` with what was done to the frame (:class:`~sigman.pose.PoseFile`; its
+    ``note`` is the line to show the user). ``up_axis`` (``"auto"``, ``"y"``, ``"z"``) applies to
+    files; an :class:`SMPLXPose` is taken as it is."""
     if isinstance(source, SMPLXPose):
-        return source
+        return PoseFile(source, "y", "default", False, "")
     if isinstance(source, dict):
-        return load_pose(source)
+        return load_pose_file(source, up_axis)
     name = str(source)
     if name in POSE_PRESETS or name in MOTION_PRESETS:
         path = poses_dir() / f"{name}.npz"
         if path.is_file():
-            return load_pose(path)
-        return (POSE_PRESETS.get(name) or MOTION_PRESETS[name])()
-    return load_pose(Path(name))
+            return load_pose_file(path, up_axis)
+        return PoseFile((POSE_PRESETS.get(name) or MOTION_PRESETS[name])(), "y", "default", False, "")
+    return load_pose_file(Path(name), up_axis)
