@@ -33,7 +33,6 @@ import torch
 
 from sigman.exporting import export_avatar, first_frame, render_motion
 from sigman.gaussians import Gaussians
-from sigman.lbs import quat_multiply
 from sigman.paths import assets_dir
 from sigman.pipeline import PipelineConfig, SigmanPipeline
 from sigman.pose import PoseFileError, SMPLXPose, load_pose
@@ -237,18 +236,17 @@ PREVIEW_HEIGHT = 1.9  # units; Model3D's splat viewer orbits its origin at a dis
 
 def write_preview(gaussians: Gaussians, path: Union[str, Path]) -> Path:
     """Write un-batched Gaussians ``[N, ...]`` as a ``.splat`` framed for Gradio's Model3D, whose
-    splat viewer (gsplat.js) has +Y down, looks along +Z and orbits the origin: the avatar is
-    turned 180° about X (upright and facing the camera; a rotation, so nothing is mirrored),
-    centred on the origin and scaled to ``PREVIEW_HEIGHT``. The downloads keep sigman's own frame."""
+    splat viewer (gsplat.js) orbits the origin from a distance of 5, starting on the -Z side: the
+    avatar is centred on the origin and scaled to ``PREVIEW_HEIGHT``. The ``.splat`` writer turns it
+    into the splat frame (+Y down, see :mod:`sigman.io.frames`), as it does the downloads, so the
+    avatar stands upright and faces the start camera."""
     from sigman.io import save_gaussians
 
     g = gaussians.detach().to("cpu", torch.float32)
     low, high = g.means.min(dim=0).values, g.means.max(dim=0).values
     scale = PREVIEW_HEIGHT / max(float(high[1] - low[1]), 1e-3)
-    flip = torch.tensor([1.0, -1.0, -1.0])
-    turn = torch.tensor([0.0, 1.0, 0.0, 0.0])  # (w, x, y, z): 180° about X
-    preview = Gaussians(means=(g.means - (low + high) / 2) * flip * scale, quats=quat_multiply(turn, g.quats),
-                        scales=g.scales * scale, opacities=g.opacities, colors=g.colors)
+    preview = Gaussians(means=(g.means - (low + high) / 2) * scale, quats=g.quats, scales=g.scales * scale,
+                        opacities=g.opacities, colors=g.colors)
     save_gaussians(path, preview)
     return Path(path)
 
