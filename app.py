@@ -32,7 +32,8 @@ from sigman.sampling import SAMPLERS  # noqa: E402
 TITLE = "sigman: one photo → an animatable 3D Gaussian avatar"
 INTRO = ("Upload a photo of one person (plain background, or a mask), pick a pose and a motion, and get a 3D "
          "Gaussian-splat avatar: multi-view renders, a turntable, an animation, the splats in 3D, a live viewer "
-         "to repose it, and the `.ply` / rigged `.glb` files.")
+         "to repose it, and the files: a standard 3DGS `.ply`, the rigged Gaussian `.glb`, and a skinned, textured "
+         "mesh `.glb` for Blender, three.js and game engines (with the chosen motion as its animation).")
 VIEWER_PLACEHOLDER = "<div class='viewer-note'>The live 3D viewer of your avatar appears here after a generation.</div>"
 NO_VIEWER_NOTE = ("<div class='viewer-note'>The live viewer is off on this server. Download <code>avatar.glb</code> "
                   "and run <code>python -m viewer avatar.glb</code> to repose and animate the avatar.</div>")
@@ -116,7 +117,8 @@ def build_demo(studio: AvatarStudio) -> gr.Blocks:
                 with gr.Row():
                     turntable = gr.Video(label="Turntable", autoplay=True, loop=True, interactive=False)
                     animation = gr.Video(label="Motion", autoplay=True, loop=True, interactive=False)
-                downloads = gr.File(label="Downloads: standard 3DGS .ply, rigged .glb", file_count="multiple",
+                downloads = gr.File(label="Downloads: 3DGS avatar.ply, rigged avatar.glb, skinned mesh avatar_mesh.glb",
+                                    file_count="multiple",
                                     interactive=False, elem_id="downloads")
                 splats = gr.Model3D(label="Gaussian splats (drag to orbit)", height=480, interactive=False,
                                     elem_id="splats")
@@ -141,7 +143,7 @@ def build_demo(studio: AvatarStudio) -> gr.Blocks:
             path = lambda file: None if file is None else str(file)  # noqa: E731
             return (result.summary, path(result.views), path(result.turntable), path(result.motion),
                     viewer_html(result.viewer_url, viewer_enabled), path(result.preview),
-                    [path(result.ply), path(result.glb)])
+                    [path(file) for file in result.downloads])
 
         def end_session(request: gr.Request) -> None:
             studio.end_session(request.session_hash or "")

@@ -5,7 +5,7 @@ expected failure into one readable sentence.
     model = load_model(weights=None, device="cpu")          # never raises: see LoadedModel
     studio = AvatarStudio(model, OutputSettings.for_device("cpu"))
     result = studio.generate(GenerationRequest(photo="person.png"), session="abc")
-    result.views, result.turntable, result.ply, result.glb, result.viewer_url
+    result.views, result.turntable, result.ply, result.glb, result.mesh, result.viewer_url
 
 Requests share nothing but the read-only pipeline (sampling is serialised by a lock; renders of
 different requests may overlap) and the :class:`ViewerPool` (its own lock). Every expected problem
@@ -171,6 +171,12 @@ class GenerationResult:
     num_gaussians: int
     viewer_url: Optional[str]
     summary: str  # one markdown line: what was made, how, and how long it took
+    mesh: Optional[Path] = None  # the skinned, textured mesh avatar (avatar_mesh.glb)
+
+    @property
+    def downloads(self) -> list[Path]:
+        """The files offered for download: the 3DGS .ply, the rigged .glb, the mesh avatar."""
+        return [path for path in (self.ply, self.glb, self.mesh) if path is not None]
 
 
 def pose_choices() -> list[str]:
@@ -463,8 +469,9 @@ class AvatarStudio:
                           render_size=self.outputs.render_size,
                           progress=lambda fraction, stage: report(0.02 + 0.6 * fraction, stage))
         report(0.63, "rendering the turntable and writing the files")
-        export_avatar(pipe, result, folder, turntable_frames=self.outputs.turntable_frames,
-                      size=self.outputs.render_size)
+        files = export_avatar(pipe, result, folder, turntable_frames=self.outputs.turntable_frames,
+                              size=self.outputs.render_size, animate=motion,
+                              animation_name=Path(request.motion_file).stem if request.motion_file else request.motion)
         preview = write_preview(first_frame(result.posed), folder / "preview.splat")
         motion_path = None
         if motion is not None:
@@ -482,6 +489,7 @@ class AvatarStudio:
             folder=folder, views=folder / "views.png" if result.renders is not None else None,
             turntable=folder / "turntable.mp4", motion=motion_path, ply=folder / "avatar.ply",
             glb=folder / "avatar.glb", preview=preview, input_crop=folder / "input.png",
+            mesh=folder / "avatar_mesh.glb" if folder / "avatar_mesh.glb" in files else None,
             num_gaussians=result.canonical.num_gaussians, viewer_url=url,
             summary=self._summary(request, result, time.perf_counter() - start))
 

@@ -90,7 +90,8 @@ def render_motion(pipe, canonical: Gaussians, rest_joints: torch.Tensor, motion:
 
 def export_avatar(pipe, result, out: Union[str, Path], turntable_frames: int = 48, size: int = 512,
                   motion: Optional[Union[str, Path, SMPLXPose]] = None, compact_ply: bool = False,
-                  animate: Optional[Union[str, Path, SMPLXPose]] = None) -> list[Path]:
+                  animate: Optional[Union[str, Path, SMPLXPose]] = None,
+                  animation_name: Optional[str] = None) -> list[Path]:
     """Write every output of a :class:`~sigman.pipeline.PipelineOutput` into ``out``: ``motion``
     is rendered to ``motion.mp4`` and put into both ``.glb`` files as their animation (``animate``
     names another sequence for the animation only); ``compact_ply`` writes 17-property ``.ply``."""
@@ -115,7 +116,7 @@ def export_avatar(pipe, result, out: Union[str, Path], turntable_frames: int = 4
     save_gaussians(out / "avatar_canonical.ply", result.canonical.detach().to("cpu"), compact=compact_ply)
     files += [out / "avatar.ply", out / "avatar_canonical.ply"]
     sequence = animate if animate is not None else motion
-    name = Path(str(sequence)).stem if isinstance(sequence, (str, Path)) else "motion"
+    name = animation_name or (Path(str(sequence)).stem if isinstance(sequence, (str, Path)) else "motion")
     files += write_rigged_files(pipe, result, out, None if sequence is None else resolve_pose(sequence), name)
     if motion is not None:
         frames = render_motion(pipe, result.canonical, result.rest_joints, resolve_pose(motion), size=min(size, 384),

@@ -109,10 +109,17 @@ def test_photo_to_outputs(app):
     assert turntable.shape[0] == TINY_OUTPUTS.turntable_frames and turntable.shape[-1] == 3
     motion = video_frames(out["motion"])
     assert motion.shape[0] == TINY_OUTPUTS.max_motion_frames  # wave_loop's 30 frames subsampled to 6
-    ply, glb = sorted(out["downloads"], key=lambda p: Path(p).suffix, reverse=True)
-    assert Path(ply).suffix == ".ply" and Path(glb).suffix == ".glb"
+    ply, glb, mesh = out["downloads"]
+    assert [Path(f).name for f in (ply, glb, mesh)] == ["avatar.ply", "avatar.glb", "avatar_mesh.glb"]
     assert load_gaussians(ply).num_gaussians == n
     assert load_gaussians(glb).num_gaussians == n
+    # both .glb files carry the chosen motion as a glTF animation of the skeleton
+    from sigman.io.gltf import read_gltf
+
+    for path in (glb, mesh):
+        gltf, _ = read_gltf(path)
+        assert [a["name"] for a in gltf["animations"]] == ["wave_loop"] and gltf["skins"]
+    assert gltf["meshes"][0]["primitives"][0]["mode"] == 4 and gltf["images"][0]["mimeType"] == "image/png"
     assert Path(out["splats"]).suffix == ".splat" and load_splat(out["splats"]).num_gaussians == n
     # the live viewer of this result answers at the iframe's address
     url = out["viewer"].split("src='")[1].split("'")[0]
