@@ -70,6 +70,13 @@ def viewer_html(url: Optional[str], enabled: bool) -> str:
             f"<p><a href='{src}' target='_blank' rel='noopener'>Open the 3D viewer in its own tab ↗</a></p>")
 
 
+def splat_view(value: Optional[str] = None, elem_id: str = "splats") -> gr.Model3D:
+    """The page's 3D view of the Gaussians: Gradio's Model3D, which draws ``.ply``/``.splat`` files
+    with gsplat.js (+Y down; sigman writes them so, see :mod:`sigman.io.frames`)."""
+    return gr.Model3D(value=value, label="Gaussian splats (drag to orbit)", height=480, interactive=False,
+                      elem_id=elem_id)
+
+
 def build_demo(studio: AvatarStudio) -> gr.Blocks:
     """The page. ``studio`` runs the generations (tests pass one with a tiny model)."""
     defaults = studio.defaults
@@ -120,8 +127,7 @@ def build_demo(studio: AvatarStudio) -> gr.Blocks:
                 downloads = gr.File(label="Downloads: 3DGS avatar.ply, rigged avatar.glb, skinned mesh avatar_mesh.glb",
                                     file_count="multiple",
                                     interactive=False, elem_id="downloads")
-                splats = gr.Model3D(label="Gaussian splats (drag to orbit)", height=480, interactive=False,
-                                    elem_id="splats")
+                splats = splat_view()
 
         gr.Markdown("### Live viewer: repose and animate the avatar")
         viewer = gr.HTML(VIEWER_PLACEHOLDER if viewer_enabled else NO_VIEWER_NOTE, elem_id="viewer")
