@@ -5,7 +5,10 @@
     python app.py --host 0.0.0.0 --viewer-host 0.0.0.0   # serve the app and its 3D viewers on the network
 
 The page only describes the UI; what each button does lives in :mod:`sigman.app_logic`. On a
-Hugging Face Space this file is the entry point (the runtime sets the host and port).
+Hugging Face Space this file is the entry point (the runtime sets the host and port). On a
+ZeroGPU Space (the ``spaces`` package is importable) each generation runs inside
+``spaces.GPU``, which lends it a GPU for its duration; elsewhere nothing changes. The Space's
+README (its card) is written by ``scripts/make_space_card.py``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ from pathlib import Path
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+try:  # Hugging Face ZeroGPU: `spaces` must be imported before torch touches CUDA
+    import spaces  # noqa: F401
+except ImportError:
+    spaces = None
 
 import gradio as gr  # noqa: E402
 
@@ -68,6 +76,24 @@ def viewer_html(url: Optional[str], enabled: bool) -> str:
     src = html.escape(url, quote=True)
     return (f"<iframe class='viewer-frame' src='{src}' title='sigman 3D viewer' allow='fullscreen'></iframe>"
             f"<p><a href='{src}' target='_blank' rel='noopener'>Open the 3D viewer in its own tab ↗</a></p>")
+
+
+GPU_SECONDS = 120  # the longest a ZeroGPU Space lends the GPU to one generation
+
+
+def gpu_task(fn):
+    """``fn`` wrapped in ``spaces.GPU`` (a ZeroGPU Space lends it a GPU while it runs) when the
+    ``spaces`` package is importable; ``fn`` itself otherwise."""
+    try:
+        import spaces as zero_gpu
+    except ImportError:
+        return fn
+    return zero_gpu.GPU(duration=GPU_SECONDS)(fn)
+
+
+def on_zero_gpu() -> bool:
+    """Whether this process is a ZeroGPU Space (CUDA only exists inside ``spaces.GPU`` calls)."""
+    return spaces is not None and os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
 
 
 def splat_view(value: Optional[str] = None, elem_id: str = "splats") -> gr.Model3D:
@@ -151,6 +177,8 @@ def build_demo(studio: AvatarStudio) -> gr.Blocks:
                     viewer_html(result.viewer_url, viewer_enabled), path(result.preview),
                     [path(file) for file in result.downloads])
 
+        run = gpu_task(run)
+
         def end_session(request: gr.Request) -> None:
             studio.end_session(request.session_hash or "")
 
@@ -193,6 +221,8 @@ def main() -> None:
     logging.getLogger("sigman").setLevel(logging.INFO)
     model = load_model(args.weights, args.device)
     logging.getLogger("sigman.app").info("model: %s", model.description)
+    if on_zero_gpu():  # no CUDA outside spaces.GPU calls: no warm-up at start
+        args.no_optimize = True
     if not args.no_optimize and model.pipe is not None and model.pipe.device.type == "cuda":
         logging.getLogger("sigman.app").info("warming up the optimized sampler (about a minute)...")
         examples = example_photos()
