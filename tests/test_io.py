@@ -552,3 +552,24 @@ def test_avatar_reposes_after_reload(tmp_path, anny_body, uv64):
     # top-4 weights: anny's texels have up to ~10 joints, so positions agree to a few millimetres
     err = (repose(back, transforms).means - repose(g, transforms).means).norm(dim=-1)
     assert err.median() < 1e-3 and err.max() < 0.03
+
+
+def test_ply_reads_as_the_original_3dgs_loader_reads_it(tmp_path):
+    """What Inria's GaussianModel.load_ply does, through plyfile: f_rest_* by index, exactly
+    3 * ((3 + 1) ** 2 - 1) = 45 of them (it asserts so), and SIBR's fixed 248-byte records."""
+    plyfile = pytest.importorskip("plyfile")
+    g = random_gaussians(40)
+    save_gaussians(tmp_path / "a.ply", g)
+    vertex = plyfile.PlyData.read(str(tmp_path / "a.ply")).elements[0]
+    names = [p.name for p in vertex.properties]
+    rest = sorted((n for n in names if n.startswith("f_rest_")), key=lambda n: int(n.split("_")[-1]))
+    assert len(rest) == 3 * (3 + 1) ** 2 - 3 and vertex.data.dtype.itemsize == 248
+    xyz = np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=1)
+    means, quats = in_file_frame(g)
+    assert np.array_equal(xyz, means)
+    assert np.array_equal(np.stack([vertex[f"rot_{i}"] for i in range(4)], 1), quats)
+    features = np.stack([vertex[n] for n in rest], 1).reshape(-1, 3, 15)  # the loader's (N, 3, (deg+1)^2 - 1)
+    assert not features.any()
+    np.testing.assert_allclose(0.5 + C0 * np.stack([vertex[f"f_dc_{i}"] for i in range(3)], 1), g.colors.numpy(), atol=1e-6)
+    np.testing.assert_allclose(np.exp(np.stack([vertex[f"scale_{i}"] for i in range(3)], 1)), g.scales.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(1 / (1 + np.exp(-vertex["opacity"])), g.opacities.numpy(), atol=1e-6)
