@@ -4,7 +4,6 @@ animation of the skeleton) and the skinned mesh avatar_mesh.glb, read as glTF vi
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import roma
 import torch
 

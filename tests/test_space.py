@@ -65,7 +65,6 @@ def test_the_page_generates_inside_spaces_gpu(monkeypatch, anny_body, tmp_path):
     generation through it runs inside the stand-in's GPU call."""
     from gradio import Request
 
-    from sigman.app_logic import GenerationRequest  # noqa: F401 - the handler builds one
     from test_app import EXAMPLES, tiny_studio
 
     stand_in = StandInSpaces()

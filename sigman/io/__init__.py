@@ -23,6 +23,7 @@ from sigman.gaussians import Gaussians
 from sigman.io.gltf import load_glb, load_rigged_glb, save_glb, save_rigged_glb
 from sigman.io.ply import DEFAULT_SH_DEGREE, load_ply, save_ply
 from sigman.io.rig import Rig
+from sigman.io.mesh_avatar import mesh_avatar, save_mesh_avatar
 from sigman.io.splat import load_splat, save_splat
 
 SAVE_SUFFIXES = (".ply", ".splat", ".glb")
@@ -66,4 +67,4 @@ def load_gaussians(path: Union[str, Path]) -> Gaussians:
 
 
 __all__ = ["Rig", "save_gaussians", "load_gaussians", "save_ply", "load_ply", "save_splat", "load_splat",
-           "save_glb", "load_glb", "save_rigged_glb", "load_rigged_glb"]
+           "save_glb", "load_glb", "save_rigged_glb", "load_rigged_glb", "mesh_avatar", "save_mesh_avatar"]
