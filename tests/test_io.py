@@ -573,3 +573,13 @@ def test_ply_reads_as_the_original_3dgs_loader_reads_it(tmp_path):
     np.testing.assert_allclose(0.5 + C0 * np.stack([vertex[f"f_dc_{i}"] for i in range(3)], 1), g.colors.numpy(), atol=1e-6)
     np.testing.assert_allclose(np.exp(np.stack([vertex[f"scale_{i}"] for i in range(3)], 1)), g.scales.numpy(), rtol=1e-5)
     np.testing.assert_allclose(1 / (1 + np.exp(-vertex["opacity"])), g.opacities.numpy(), atol=1e-6)
+
+
+def test_sigman_viewer_opens_a_ply_upright(tmp_path):
+    """sigman's viewer (+Y up) reads the +Y-down .ply back into sigman's frame: head on top."""
+    from viewer.avatar import load_avatar
+
+    g = random_gaussians(30)
+    save_gaussians(tmp_path / "a.ply", g)
+    shown = load_avatar(tmp_path / "a.ply").gaussians
+    assert torch.equal(shown.means, g.means) and torch.equal(shown.quats, g.quats)
