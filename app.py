@@ -5,7 +5,10 @@
     python app.py --host 0.0.0.0 --viewer-host 0.0.0.0   # serve the app and its 3D viewers on the network
 
 The page only describes the UI; what each button does lives in :mod:`sigman.app_logic`. On a
-Hugging Face Space this file is the entry point (the runtime sets the host and port).
+Hugging Face Space this file is the entry point (the runtime sets the host and port). On a
+ZeroGPU Space (the ``spaces`` package is importable) each generation runs inside
+``spaces.GPU``, which lends it a GPU for its duration; elsewhere nothing changes. The Space's
+README (its card) is written by ``scripts/make_space_card.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+try:  # Hugging Face ZeroGPU: `spaces` must be imported before torch touches CUDA
+    import spaces  # noqa: F401
+except ImportError:
+    spaces = None
+
 import gradio as gr  # noqa: E402
 
 from sigman.app_logic import (  # noqa: E402
@@ -32,7 +40,8 @@ from sigman.sampling import SAMPLERS  # noqa: E402
 TITLE = "sigman: one photo → an animatable 3D Gaussian avatar"
 INTRO = ("Upload a photo of one person (plain background, or a mask), pick a pose and a motion, and get a 3D "
          "Gaussian-splat avatar: multi-view renders, a turntable, an animation, the splats in 3D, a live viewer "
-         "to repose it, and the `.ply` / rigged `.glb` files.")
+         "to repose it, and the files: a standard 3DGS `.ply`, the rigged Gaussian `.glb`, and a skinned, textured "
+         "mesh `.glb` for Blender, three.js and game engines (with the chosen motion as its animation).")
 VIEWER_PLACEHOLDER = "<div class='viewer-note'>The live 3D viewer of your avatar appears here after a generation.</div>"
 NO_VIEWER_NOTE = ("<div class='viewer-note'>The live viewer is off on this server. Download <code>avatar.glb</code> "
                   "and run <code>python -m viewer avatar.glb</code> to repose and animate the avatar.</div>")
@@ -67,6 +76,31 @@ def viewer_html(url: Optional[str], enabled: bool) -> str:
     src = html.escape(url, quote=True)
     return (f"<iframe class='viewer-frame' src='{src}' title='sigman 3D viewer' allow='fullscreen'></iframe>"
             f"<p><a href='{src}' target='_blank' rel='noopener'>Open the 3D viewer in its own tab ↗</a></p>")
+
+
+GPU_SECONDS = 120  # the longest a ZeroGPU Space lends the GPU to one generation
+
+
+def gpu_task(fn):
+    """``fn`` wrapped in ``spaces.GPU`` (a ZeroGPU Space lends it a GPU while it runs) when the
+    ``spaces`` package is importable; ``fn`` itself otherwise."""
+    try:
+        import spaces as zero_gpu
+    except ImportError:
+        return fn
+    return zero_gpu.GPU(duration=GPU_SECONDS)(fn)
+
+
+def on_zero_gpu() -> bool:
+    """Whether this process is a ZeroGPU Space (CUDA only exists inside ``spaces.GPU`` calls)."""
+    return spaces is not None and os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
+
+
+def splat_view(value: Optional[str] = None, elem_id: str = "splats") -> gr.Model3D:
+    """The page's 3D view of the Gaussians: Gradio's Model3D, which draws ``.ply``/``.splat`` files
+    with gsplat.js (+Y down; sigman writes them so, see :mod:`sigman.io.frames`)."""
+    return gr.Model3D(value=value, label="Gaussian splats (drag to orbit)", height=480, interactive=False,
+                      elem_id=elem_id)
 
 
 def build_demo(studio: AvatarStudio) -> gr.Blocks:
@@ -116,10 +150,10 @@ def build_demo(studio: AvatarStudio) -> gr.Blocks:
                 with gr.Row():
                     turntable = gr.Video(label="Turntable", autoplay=True, loop=True, interactive=False)
                     animation = gr.Video(label="Motion", autoplay=True, loop=True, interactive=False)
-                downloads = gr.File(label="Downloads: standard 3DGS .ply, rigged .glb", file_count="multiple",
+                downloads = gr.File(label="Downloads: 3DGS avatar.ply, rigged avatar.glb, skinned mesh avatar_mesh.glb",
+                                    file_count="multiple",
                                     interactive=False, elem_id="downloads")
-                splats = gr.Model3D(label="Gaussian splats (drag to orbit)", height=480, interactive=False,
-                                    elem_id="splats")
+                splats = splat_view()
 
         gr.Markdown("### Live viewer: repose and animate the avatar")
         viewer = gr.HTML(VIEWER_PLACEHOLDER if viewer_enabled else NO_VIEWER_NOTE, elem_id="viewer")
@@ -141,7 +175,9 @@ def build_demo(studio: AvatarStudio) -> gr.Blocks:
             path = lambda file: None if file is None else str(file)  # noqa: E731
             return (result.summary, path(result.views), path(result.turntable), path(result.motion),
                     viewer_html(result.viewer_url, viewer_enabled), path(result.preview),
-                    [path(result.ply), path(result.glb)])
+                    [path(file) for file in result.downloads])
+
+        run = gpu_task(run)
 
         def end_session(request: gr.Request) -> None:
             studio.end_session(request.session_hash or "")
@@ -185,6 +221,8 @@ def main() -> None:
     logging.getLogger("sigman").setLevel(logging.INFO)
     model = load_model(args.weights, args.device)
     logging.getLogger("sigman.app").info("model: %s", model.description)
+    if on_zero_gpu():  # no CUDA outside spaces.GPU calls: no warm-up at start
+        args.no_optimize = True
     if not args.no_optimize and model.pipe is not None and model.pipe.device.type == "cuda":
         logging.getLogger("sigman.app").info("warming up the optimized sampler (about a minute on a first start, seconds with the compile cache)...")
         examples = example_photos()

@@ -5,7 +5,7 @@ expected failure into one readable sentence.
     model = load_model(weights=None, device="cpu")          # never raises: see LoadedModel
     studio = AvatarStudio(model, OutputSettings.for_device("cpu"))
     result = studio.generate(GenerationRequest(photo="person.png"), session="abc")
-    result.views, result.turntable, result.ply, result.glb, result.viewer_url
+    result.views, result.turntable, result.ply, result.glb, result.mesh, result.viewer_url
 
 Requests share nothing but the read-only pipeline (sampling is serialised by a lock; renders of
 different requests may overlap) and the :class:`ViewerPool` (its own lock). Every expected problem
@@ -33,7 +33,6 @@ import torch
 
 from sigman.exporting import export_avatar, first_frame, render_motion
 from sigman.gaussians import Gaussians
-from sigman.lbs import quat_multiply
 from sigman.paths import assets_dir
 from sigman.pipeline import PipelineConfig, SigmanPipeline
 from sigman.pose import PoseFileError, SMPLXPose, load_pose
@@ -174,6 +173,12 @@ class GenerationResult:
     num_gaussians: int
     viewer_url: Optional[str]
     summary: str  # one markdown line: what was made, how, and how long it took
+    mesh: Optional[Path] = None  # the skinned, textured mesh avatar (avatar_mesh.glb)
+
+    @property
+    def downloads(self) -> list[Path]:
+        """The files offered for download: the 3DGS .ply, the rigged .glb, the mesh avatar."""
+        return [path for path in (self.ply, self.glb, self.mesh) if path is not None]
 
 
 def pose_choices() -> list[str]:
@@ -239,18 +244,17 @@ PREVIEW_HEIGHT = 1.9  # units; Model3D's splat viewer orbits its origin at a dis
 
 def write_preview(gaussians: Gaussians, path: Union[str, Path]) -> Path:
     """Write un-batched Gaussians ``[N, ...]`` as a ``.splat`` framed for Gradio's Model3D, whose
-    splat viewer (gsplat.js) has +Y down, looks along +Z and orbits the origin: the avatar is
-    turned 180° about X (upright and facing the camera; a rotation, so nothing is mirrored),
-    centred on the origin and scaled to ``PREVIEW_HEIGHT``. The downloads keep sigman's own frame."""
+    splat viewer (gsplat.js) orbits the origin from a distance of 5, starting on the -Z side: the
+    avatar is centred on the origin and scaled to ``PREVIEW_HEIGHT``. The ``.splat`` writer turns it
+    into the splat frame (+Y down, see :mod:`sigman.io.frames`), as it does the downloads, so the
+    avatar stands upright and faces the start camera."""
     from sigman.io import save_gaussians
 
     g = gaussians.detach().to("cpu", torch.float32)
     low, high = g.means.min(dim=0).values, g.means.max(dim=0).values
     scale = PREVIEW_HEIGHT / max(float(high[1] - low[1]), 1e-3)
-    flip = torch.tensor([1.0, -1.0, -1.0])
-    turn = torch.tensor([0.0, 1.0, 0.0, 0.0])  # (w, x, y, z): 180° about X
-    preview = Gaussians(means=(g.means - (low + high) / 2) * flip * scale, quats=quat_multiply(turn, g.quats),
-                        scales=g.scales * scale, opacities=g.opacities, colors=g.colors)
+    preview = Gaussians(means=(g.means - (low + high) / 2) * scale, quats=g.quats, scales=g.scales * scale,
+                        opacities=g.opacities, colors=g.colors)
     save_gaussians(path, preview)
     return Path(path)
 
@@ -467,8 +471,9 @@ class AvatarStudio:
                           render_size=self.outputs.render_size,
                           progress=lambda fraction, stage: report(0.02 + 0.6 * fraction, stage))
         report(0.63, "rendering the turntable and writing the files")
-        export_avatar(pipe, result, folder, turntable_frames=self.outputs.turntable_frames,
-                      size=self.outputs.render_size)
+        files = export_avatar(pipe, result, folder, turntable_frames=self.outputs.turntable_frames,
+                              size=self.outputs.render_size, animate=motion,
+                              animation_name=Path(request.motion_file).stem if request.motion_file else request.motion)
         preview = write_preview(first_frame(result.posed), folder / "preview.splat")
         motion_path = None
         if motion is not None:
@@ -486,6 +491,7 @@ class AvatarStudio:
             folder=folder, views=folder / "views.png" if result.renders is not None else None,
             turntable=folder / "turntable.mp4", motion=motion_path, ply=folder / "avatar.ply",
             glb=folder / "avatar.glb", preview=preview, input_crop=folder / "input.png",
+            mesh=folder / "avatar_mesh.glb" if folder / "avatar_mesh.glb" in files else None,
             num_gaussians=result.canonical.num_gaussians, viewer_url=url,
             summary=self._summary(request, result, time.perf_counter() - start))
 

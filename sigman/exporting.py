@@ -1,5 +1,13 @@
-"""Write a generated avatar to disk: renders, videos, ``.ply`` and the rigged ``.glb``.
-Shared by ``scripts/generate.py`` and the app."""
+"""Write a generated avatar to disk: renders, videos, ``.ply``, the rigged ``.glb`` and the
+skinned mesh ``avatar_mesh.glb``. Shared by ``scripts/generate.py`` and the app.
+
+Files (frames per format: :mod:`sigman.io.frames`):
+
+- ``avatar.ply``: the posed Gaussians, standard 3DGS (full Inria layout, or compact), +Y down.
+- ``avatar_canonical.ply``: the same in the canonical pose.
+- ``avatar.glb``: the rigged Gaussians (8 skin influences), +Y up, with the motion as a glTF animation.
+- ``avatar_mesh.glb``: the skinned mesh with a texture baked from the Gaussians, same skeleton and motion.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +40,33 @@ def avatar_rig(pipe, rest_joints: torch.Tensor):
                rest_joints=rest_joints.detach().float().cpu(), body_model=pipe.body.name)
 
 
+def subject_rest_vertices(pipe, result) -> torch.Tensor:
+    """The canonical body vertices ``[V, 3]`` of the result's subject (its fitted shape when the
+    pipeline recorded one, else the body's canonical shape)."""
+    shape = getattr(result, "shape", None)
+    return pipe.body.rest(shape)[0][0].detach()
+
+
+def write_rigged_files(pipe, result, out: Path, animate: Optional[SMPLXPose] = None,
+                       animation_name: str = "motion") -> list[Path]:
+    """``avatar.glb`` (rigged Gaussians) and ``avatar_mesh.glb`` (skinned textured mesh), both with
+    ``animate`` (a pose sequence) as a glTF animation when given."""
+    from sigman.io.animation import skeleton_animation
+    from sigman.io.gltf import save_glb
+    from sigman.io.mesh_avatar import mesh_avatar, save_mesh_avatar
+
+    rig = avatar_rig(pipe, result.rest_joints)
+    canonical = result.canonical.detach().to("cpu")
+    animation = None if animate is None else skeleton_animation(pipe.body, animate, result.rest_joints, animation_name)
+    save_glb(out / "avatar.glb", canonical, rig, animation=animation)
+    files = [out / "avatar.glb"]
+    if canonical.num_gaussians == pipe.template.num_points:  # one Gaussian per texel: the texture can be baked
+        mesh = mesh_avatar(pipe.body, pipe.template, canonical, subject_rest_vertices(pipe, result))
+        save_mesh_avatar(out / "avatar_mesh.glb", mesh, rig, animation)
+        files.append(out / "avatar_mesh.glb")
+    return files
+
+
 def render_motion(pipe, canonical: Gaussians, rest_joints: torch.Tensor, motion: SMPLXPose, size: int = 384,
                   background: float = 1.0) -> np.ndarray:
     """The avatar driven by a pose sequence, seen from one fixed camera: uint8 ``[T, H, W, 3]``."""
@@ -54,8 +89,12 @@ def render_motion(pipe, canonical: Gaussians, rest_joints: torch.Tensor, motion:
 
 
 def export_avatar(pipe, result, out: Union[str, Path], turntable_frames: int = 48, size: int = 512,
-                  motion: Optional[Union[str, Path, SMPLXPose]] = None) -> list[Path]:
-    """Write every output of a :class:`~sigman.pipeline.PipelineOutput` into ``out``."""
+                  motion: Optional[Union[str, Path, SMPLXPose]] = None, compact_ply: bool = False,
+                  animate: Optional[Union[str, Path, SMPLXPose]] = None,
+                  animation_name: Optional[str] = None) -> list[Path]:
+    """Write every output of a :class:`~sigman.pipeline.PipelineOutput` into ``out``: ``motion``
+    is rendered to ``motion.mp4`` and put into both ``.glb`` files as their animation (``animate``
+    names another sequence for the animation only); ``compact_ply`` writes 17-property ``.ply``."""
     from sigman.io import save_gaussians
 
     out = Path(out)
@@ -73,10 +112,12 @@ def export_avatar(pipe, result, out: Union[str, Path], turntable_frames: int = 4
                                   background=(pipe.config.background,) * 3)
         write_video(out / "turntable.mp4", frames, fps=24)
         files.append(out / "turntable.mp4")
-    save_gaussians(out / "avatar.ply", posed.detach().to("cpu"))
-    save_gaussians(out / "avatar_canonical.ply", result.canonical.detach().to("cpu"))
-    save_gaussians(out / "avatar.glb", result.canonical.detach().to("cpu"), rig=avatar_rig(pipe, result.rest_joints))
-    files += [out / "avatar.ply", out / "avatar_canonical.ply", out / "avatar.glb"]
+    save_gaussians(out / "avatar.ply", posed.detach().to("cpu"), compact=compact_ply)
+    save_gaussians(out / "avatar_canonical.ply", result.canonical.detach().to("cpu"), compact=compact_ply)
+    files += [out / "avatar.ply", out / "avatar_canonical.ply"]
+    sequence = animate if animate is not None else motion
+    name = animation_name or (Path(str(sequence)).stem if isinstance(sequence, (str, Path)) else "motion")
+    files += write_rigged_files(pipe, result, out, None if sequence is None else resolve_pose(sequence), name)
     if motion is not None:
         frames = render_motion(pipe, result.canonical, result.rest_joints, resolve_pose(motion), size=min(size, 384),
                                background=pipe.config.background)

@@ -7,11 +7,16 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+INSTALLED_ASSETS = Path(__file__).resolve().parent / "assets"  # where a wheel puts them (package data)
 
 
 def assets_dir() -> Path:
-    """Folder with the shipped assets (poses, weights, examples). Override: ``SIGMAN_ASSETS``."""
-    return Path(os.environ.get("SIGMAN_ASSETS", REPO_ROOT / "assets"))
+    """Folder with the shipped assets (poses, demo weights, examples). Override: ``SIGMAN_ASSETS``.
+    Default: ``sigman/assets`` when sigman was installed from a wheel (the repository's
+    ``assets/`` as package data), else the checkout's ``assets/``."""
+    if "SIGMAN_ASSETS" in os.environ:
+        return Path(os.environ["SIGMAN_ASSETS"])
+    return INSTALLED_ASSETS if INSTALLED_ASSETS.is_dir() else REPO_ROOT / "assets"
 
 
 def cache_dir() -> Path:

@@ -109,10 +109,17 @@ def test_photo_to_outputs(app):
     assert turntable.shape[0] == TINY_OUTPUTS.turntable_frames and turntable.shape[-1] == 3
     motion = video_frames(out["motion"])
     assert motion.shape[0] == TINY_OUTPUTS.max_motion_frames  # wave_loop's 30 frames subsampled to 6
-    ply, glb = sorted(out["downloads"], key=lambda p: Path(p).suffix, reverse=True)
-    assert Path(ply).suffix == ".ply" and Path(glb).suffix == ".glb"
+    ply, glb, mesh = out["downloads"]
+    assert [Path(f).name for f in (ply, glb, mesh)] == ["avatar.ply", "avatar.glb", "avatar_mesh.glb"]
     assert load_gaussians(ply).num_gaussians == n
     assert load_gaussians(glb).num_gaussians == n
+    # both .glb files carry the chosen motion as a glTF animation of the skeleton
+    from sigman.io.gltf import read_gltf
+
+    for path in (glb, mesh):
+        gltf, _ = read_gltf(path)
+        assert [a["name"] for a in gltf["animations"]] == ["wave_loop"] and gltf["skins"]
+    assert gltf["meshes"][0]["primitives"][0]["mode"] == 4 and gltf["images"][0]["mimeType"] == "image/png"
     assert Path(out["splats"]).suffix == ".splat" and load_splat(out["splats"]).num_gaussians == n
     # the live viewer of this result answers at the iframe's address
     url = out["viewer"].split("src='")[1].split("'")[0]
@@ -421,20 +428,25 @@ def test_motion_is_subsampled_to_the_frame_cap():
 
 def test_preview_is_upright_centred_and_a_rotation(tmp_path):
     from sigman.gaussians import Gaussians
+    from sigman.io.splat import RECORD
 
     n = 4
     g = Gaussians(means=torch.tensor([[0.0, 0.0, 0.0], [0.1, 1.8, 0.0], [0.2, 0.9, 0.3], [-0.2, 0.9, -0.3]]),
                   quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]]).expand(n, 4), scales=torch.full((n, 3), 0.01),
                   opacities=torch.full((n,), 0.9), colors=torch.rand(n, 3))
-    p = load_splat(write_preview(g, tmp_path / "preview.splat"))
+    path = write_preview(g, tmp_path / "preview.splat")
     scale = 1.9 / 1.8
-    expected = (g.means - torch.tensor([0.0, 0.9, 0.0])) * torch.tensor([1.0, -1.0, -1.0]) * scale
-    # the .splat writer reorders Gaussians: compare the sets of centres
-    key = lambda m: m[torch.argsort(m[:, 1] * 100 + m[:, 0])]  # noqa: E731
-    torch.testing.assert_close(key(p.means), key(expected), atol=1e-4, rtol=0)  # head (max +Y) now lowest, facing -Z
+    centred = (g.means - torch.tensor([0.0, 0.9, 0.0])) * scale
+    key = lambda m: m[torch.argsort(m[:, 1] * 100 + m[:, 0])]  # noqa: E731  (the writer reorders Gaussians)
+    p = load_splat(path)  # back in sigman's frame: centred and scaled only
+    torch.testing.assert_close(key(p.means), key(centred), atol=1e-4, rtol=0)
     torch.testing.assert_close(p.scales, torch.full((n, 3), 0.01 * scale), atol=1e-4, rtol=0)
-    # identity orientations became a 180° turn about X: (w, x, y, z) = ±(0, 1, 0, 0)
-    torch.testing.assert_close(p.quats.abs(), torch.tensor([[0.0, 1.0, 0.0, 0.0]]).expand(n, 4), atol=1e-2, rtol=0)
+    # in the file (gsplat.js's +Y-down frame) the head (max +Y) is lowest and the front faces -Z
+    stored = torch.from_numpy(np.frombuffer(path.read_bytes(), dtype=RECORD)["position"].copy())
+    torch.testing.assert_close(key(stored), key(centred * torch.tensor([1.0, -1.0, -1.0])), atol=1e-4, rtol=0)
+    # identity orientations are stored as a 180° turn about X: (w, x, y, z) = ±(0, 1, 0, 0)
+    rot = (np.frombuffer(path.read_bytes(), dtype=RECORD)["rot"].astype(np.float32) - 128) / 128
+    np.testing.assert_allclose(np.abs(rot), np.tile([0.0, 1.0, 0.0, 0.0], (n, 1)), atol=1e-2)
 
 
 def test_optimize_for_serving_is_cuda_only_and_falls_back(anny_body, tmp_path):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 CHROMIUM = Path(os.environ.get("SIGMAN_CHROMIUM", "/usr/bin/chromium"))
@@ -168,3 +169,71 @@ def test_viewer_page_draws_the_avatar(served, browser, tmp_path):
     changed = np.abs(turned - scene).max(axis=-1) > 24
     assert changed.mean() > 0.002, "turning the avatar did not change the canvas"
     page.close()
+
+
+def height_coded_avatar(anny_body, uv64):
+    """The bare anny body in the A pose: head (top 12 % of its height) red, the rest blue."""
+    from sigman.gaussians import repose, surface_gaussians
+    from sigman.presets import resolve_pose
+
+    g = surface_gaussians(uv64, opacity=1.0)
+    transforms, _ = anny_body.pose_transforms(resolve_pose("a_pose"))
+    posed = repose(g, transforms)
+    posed = posed.with_(means=posed.means[0], quats=posed.quats[0], scales=posed.scales[0], opacities=posed.opacities[0],
+                        colors=posed.colors[0], skin_weights=None)
+    y = posed.means[:, 1]
+    head = y > y.max() - 0.12 * (y.max() - y.min())
+    colors = torch.where(head[:, None], torch.tensor([0.9, 0.05, 0.05]), torch.tensor([0.1, 0.2, 0.9]))
+    return posed.with_(colors=colors)
+
+
+def red_and_blue_rows(png: bytes) -> tuple[float, float, int, int]:
+    """Mean screen row of red and of blue pixels (row 0 = top) and their counts."""
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int16)
+    red = (rgb[..., 0] > 150) & (rgb[..., 1] < 90) & (rgb[..., 2] < 90)
+    blue = (rgb[..., 2] > 130) & (rgb[..., 0] < 90)
+    rows = np.arange(rgb.shape[0])[:, None]
+    mean = lambda m: float((rows * m).sum() / max(m.sum(), 1))  # noqa: E731
+    return mean(red), mean(blue), int(red.sum()), int(blue.sum())
+
+
+def test_downloads_stand_upright_in_gradio_model3d(anny_body, uv64, browser, tmp_path):
+    """The app's Model3D (gsplat.js) shows the downloaded avatar.ply and the app's preview.splat
+    head up: the red head is drawn above the blue body."""
+    import gradio as gr
+
+    from app import splat_view
+    from sigman.app_logic import write_preview
+    from sigman.io import save_gaussians
+    from test_app import free_port
+
+    avatar = height_coded_avatar(anny_body, uv64)
+    save_gaussians(tmp_path / "avatar.ply", avatar)
+    write_preview(avatar, tmp_path / "preview.splat")
+    with gr.Blocks() as demo:
+        with gr.Row():
+            splat_view(str(tmp_path / "avatar.ply"), elem_id="ply")
+            splat_view(str(tmp_path / "preview.splat"), elem_id="splat")
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                            allowed_paths=[str(tmp_path)])
+    try:
+        page = browser.new_page(viewport={"width": 1200, "height": 700})
+        page.goto(url)
+        for name in ("ply", "splat"):
+            canvas = page.wait_for_selector(f"#{name} canvas", timeout=60_000)
+            deadline, found = time.time() + 60, None
+            while time.time() < deadline:
+                time.sleep(1.0)
+                png = canvas.screenshot()
+                red_row, blue_row, reds, blues = red_and_blue_rows(png)
+                if reds > 30 and blues > 300:
+                    found = (red_row, blue_row, reds, blues)
+                    break
+            save_screenshot(png, tmp_path / f"model3d_{name}.png")
+            if UPDATE_SCREENSHOTS:
+                save_screenshot(png, README_PICTURES / f"model3d_{name}.png")
+            assert found is not None, f"{name}: the avatar was not drawn ({reds} red, {blues} blue pixels)"
+            assert found[0] < found[1] - 20, f"{name}: the head is not at the top (rows: head {found[0]:.0f}, body {found[1]:.0f})"
+        page.close()
+    finally:
+        demo.close()

@@ -5,6 +5,7 @@ import struct
 
 import numpy as np
 import pytest
+import roma
 import torch
 
 from sigman.gaussians import Gaussians, surface_gaussians
@@ -106,7 +107,13 @@ def test_ply_values_from_other_writers_reach_a_fixed_point(tmp_path):
     np.testing.assert_allclose(first["f_dc_0"][inside], source["f_dc_0"][inside], rtol=0, atol=4e-7)
 
 
-def test_ply_header_is_the_standard_3dgs_layout(tmp_path):
+def in_file_frame(g: Gaussians) -> tuple[np.ndarray, np.ndarray]:
+    """Means and quaternions as the .ply/.splat store them: sigman's frame turned 180° about X."""
+    m, q = g.means.numpy(), g.quats.numpy()
+    return m * np.float32([1, -1, -1]), np.stack([-q[:, 1], q[:, 0], -q[:, 3], q[:, 2]], 1)
+
+
+def test_ply_header_is_the_full_inria_layout(tmp_path):
     import trimesh
 
     g = random_gaussians(10)
@@ -114,20 +121,56 @@ def test_ply_header_is_the_standard_3dgs_layout(tmp_path):
     raw = (tmp_path / "a.ply").read_bytes()
     end = raw.index(b"end_header\n") + len(b"end_header\n")
     header = raw[:end].decode().splitlines()
-    assert header[:3] == ["ply", "format binary_little_endian 1.0", "element vertex 10"]
-    assert header[3:-1] == [f"property float {p}" for p in PROPERTIES] and header[-1] == "end_header"
-    assert list(PROPERTIES) == ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
-                                "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
-    body = np.frombuffer(raw[end:], "<f4").reshape(10, 17)
-    assert np.array_equal(body[:, :3], g.means.numpy()) and np.array_equal(body[:, 13:], g.quats.numpy())
+    assert header[:2] == ["ply", "format binary_little_endian 1.0"] and header[2].startswith("comment sigman frame")
+    assert header[3] == "element vertex 10"
+    names = [line.split()[-1] for line in header[4:-1]]
+    assert header[4:-1] == [f"property float {p}" for p in names] and header[-1] == "end_header"
+    # the original 3DGS layout: 62 float32 properties, 248 bytes per Gaussian, f_rest_0..44 between f_dc and opacity
+    assert names == ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(45)] + [
+        "opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    assert len(raw) - end == 10 * 248
+    body = np.frombuffer(raw[end:], "<f4").reshape(10, 62)
+    means, quats = in_file_frame(g)
+    assert np.array_equal(body[:, :3], means) and np.array_equal(body[:, 58:], quats)
+    assert not body[:, 3:6].any() and not body[:, 9:54].any()  # zero normals and higher SH
     # a second reader: trimesh's PLY parser sees the same vertices and properties
     cloud = trimesh.load(tmp_path / "a.ply")
-    np.testing.assert_array_equal(np.asarray(cloud.vertices, np.float32), g.means.numpy())
+    np.testing.assert_array_equal(np.asarray(cloud.vertices, np.float32), means)
     theirs = cloud.metadata["_ply_raw"]["vertex"]["data"]
     ours = read_ply_fields(tmp_path / "a.ply")
     assert theirs.dtype.names == ours.dtype.names
     for name in ours.dtype.names:
         assert np.array_equal(theirs[name], ours[name]), name
+
+
+def test_ply_compact_layout(tmp_path):
+    g = random_gaussians(10)
+    save_gaussians(tmp_path / "c.ply", g, compact=True)
+    fields = read_ply_fields(tmp_path / "c.ply")
+    assert fields.dtype.names == PROPERTIES and fields.dtype.itemsize == 17 * 4
+    assert list(PROPERTIES) == ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
+                                "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    back, full = load_gaussians(tmp_path / "c.ply"), g
+    assert torch.equal(back.means, full.means) and torch.equal(back.quats, full.quats)
+
+
+def test_ply_frame_is_y_down_and_a_turn(tmp_path):
+    """A body standing along +Y (feet at 0, head at 1.8, nose towards +Z) is stored head down
+    (lowest y) and nose towards -Z; reading it back restores sigman's frame exactly."""
+    feet, head, nose = [0.0, 0.0, 0.0], [0.0, 1.8, 0.0], [0.0, 1.7, 0.1]
+    q = torch.nn.functional.normalize(torch.randn(3, 4, generator=torch.Generator().manual_seed(3)), dim=1)
+    g = Gaussians(means=torch.tensor([feet, head, nose]), quats=q, scales=torch.full((3, 3), 0.01),
+                  opacities=torch.full((3,), 0.9), colors=torch.full((3, 3), 0.5))
+    save_ply(tmp_path / "a.ply", g)
+    f = read_ply_fields(tmp_path / "a.ply")
+    assert f["y"][1] == -1.8 and f["y"][1] < f["y"][0] and f["z"][2] < 0  # head down, nose to -Z
+    # orientations: R_file = R_x(180°) R, a proper rotation (no mirror)
+    rx = torch.diag(torch.tensor([1.0, -1.0, -1.0]))
+    stored = torch.from_numpy(np.stack([f[f"rot_{i}"] for i in range(4)], 1).copy())
+    torch.testing.assert_close(roma.unitquat_to_rotmat(stored[:, [1, 2, 3, 0]]),
+                               rx @ roma.unitquat_to_rotmat(q[:, [1, 2, 3, 0]]), atol=1e-6, rtol=0)
+    back = load_gaussians(tmp_path / "a.ply")
+    assert torch.equal(back.means, g.means) and torch.equal(back.quats, g.quats)
 
 
 def test_ply_sh_degree_padding(tmp_path):
@@ -151,8 +194,9 @@ def test_ply_from_gsplat_exporter(tmp_path):
     data = exporter.splat2ply_bytes(g.means, torch.log(g.scales), g.quats, torch.logit(g.opacities.clamp(1e-6, 1 - 1e-6)),
                                     sh0, torch.randn(n, 45))
     (tmp_path / "gsplat.ply").write_bytes(data)
-    back = load_gaussians(tmp_path / "gsplat.ply")
-    assert torch.equal(back.means, g.means) and torch.equal(back.quats, g.quats)
+    back = load_gaussians(tmp_path / "gsplat.ply")  # gsplat's file is in the splat frame: read, then turned
+    means, quats = in_file_frame(back)  # writing turns it back exactly
+    assert np.array_equal(means, g.means.numpy()) and np.array_equal(quats, g.quats.numpy())
     torch.testing.assert_close(back.scales, g.scales, rtol=1e-5, atol=0)
     torch.testing.assert_close(back.opacities, g.opacities.clamp(1e-6, 1 - 1e-6), rtol=0, atol=1e-6)
     torch.testing.assert_close(back.colors, g.colors, rtol=0, atol=1e-6)
@@ -197,7 +241,7 @@ def test_bad_ply_files(tmp_path):
     with pytest.raises(ValueError, match="compressed"):
         load_gaussians(tmp_path / "packed.ply")
     nan = bytearray(raw)
-    at = raw.index(b"end_header\n") + 11 + 4 * 9  # opacity of Gaussian 0
+    at = raw.index(b"end_header\n") + 11 + 4 * 54  # opacity of Gaussian 0 (after 45 f_rest)
     nan[at:at + 4] = struct.pack("<f", float("nan"))
     (tmp_path / "nan.ply").write_bytes(bytes(nan))
     with pytest.raises(ValueError, match="NaN"):
@@ -241,9 +285,10 @@ def test_splat_record_layout(tmp_path):
                   colors=torch.tensor([[1.0, 0.0, 0.5], [0.2, 0.4, 0.6]]))
     save_splat(tmp_path / "a.splat", g)
     raw = (tmp_path / "a.splat").read_bytes()
-    assert struct.unpack_from("<6f", raw, 0) == struct.unpack("<6f", struct.pack("<6f", 1, 2, 3, 0.1, 0.2, 0.3))
-    assert tuple(raw[24:32]) == (255, 0, 128, 255, 255, 128, 128, 128)  # rgba, then (w, x, y, z)
-    assert tuple(raw[32 + 28:64]) == (128, 128, 128, 255)
+    # stored in the splat frame (+Y down, sigman's frame turned 180° about X)
+    assert struct.unpack_from("<6f", raw, 0) == struct.unpack("<6f", struct.pack("<6f", 1, -2, -3, 0.1, 0.2, 0.3))
+    assert tuple(raw[24:32]) == (255, 0, 128, 255, 128, 255, 128, 128)  # rgba, then (w, x, y, z): the X turn
+    assert tuple(raw[32 + 28:64]) == (128, 128, 0, 128)  # Z half-turn after the X turn: -Y half-turn
     back = load_splat(tmp_path / "a.splat")
     assert torch.equal(back.quats, torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, 1.0]]))
     (tmp_path / "bad.splat").write_bytes(raw[:-3])
@@ -266,18 +311,21 @@ def test_rigged_glb_round_trip(tmp_path):
     assert rig2.joint_names == rig.joint_names and torch.equal(rig2.parents, rig.parents)
     assert torch.equal(rig2.rest_joints, rig.rest_joints) and rig2.body_model == "anny"
     assert torch.equal(rig2.vertices, rig.vertices) and torch.equal(rig2.faces, rig.faces)
-    # skin weights: the top 4 of each row, renormalised
-    torch.testing.assert_close(back.skin_weights.sum(1), torch.ones(300), rtol=0, atol=1e-6)
-    assert int((back.skin_weights > 0).sum(1).max()) == 4
-    top = g.skin_weights.topk(4, dim=1)
-    torch.testing.assert_close(back.skin_weights.gather(1, top.indices), top.values / top.values.sum(1, keepdim=True))
+    # skin weights: 8 influences by default (JOINTS_0/1) keep every weight of a 6-joint rig
+    torch.testing.assert_close(back.skin_weights, g.skin_weights, rtol=0, atol=1e-6)
+    gltf, _ = read_gltf(tmp_path / "a.glb")
+    assert {"JOINTS_0", "WEIGHTS_0", "JOINTS_1", "WEIGHTS_1"} <= set(gltf["meshes"][0]["primitives"][0]["attributes"])
+    assert gltf["extras"]["sigman"]["skin_influences"] == 8
     # a file written from the loaded avatar is the same file
     save_gaussians(tmp_path / "b.glb", back, rig2)
     assert (tmp_path / "b.glb").read_bytes() == (tmp_path / "a.glb").read_bytes()
-    # 8 influences keep every weight of a 6-joint rig
-    save_glb(tmp_path / "c.glb", g, rig, influences=8)
-    back8, _ = load_rigged_glb(tmp_path / "c.glb")
-    torch.testing.assert_close(back8.skin_weights, g.skin_weights, rtol=0, atol=1e-6)
+    # 4 influences: the top 4 of each row, renormalised
+    save_glb(tmp_path / "c.glb", g, rig, influences=4)
+    back4, _ = load_rigged_glb(tmp_path / "c.glb")
+    torch.testing.assert_close(back4.skin_weights.sum(1), torch.ones(300), rtol=0, atol=1e-6)
+    assert int((back4.skin_weights > 0).sum(1).max()) == 4
+    top = g.skin_weights.topk(4, dim=1)
+    torch.testing.assert_close(back4.skin_weights.gather(1, top.indices), top.values / top.values.sum(1, keepdim=True))
 
 
 def _views_in_bounds(gltf, blob):
@@ -379,7 +427,7 @@ def test_glb_with_many_joints_uses_unsigned_short(tmp_path):
     gltf, _ = read_gltf(tmp_path / "a.glb")
     assert gltf["accessors"][gltf["meshes"][0]["primitives"][0]["attributes"]["JOINTS_0"]]["componentType"] == 5123
     back, rig = load_rigged_glb(tmp_path / "a.glb")
-    top = g.skin_weights.topk(4, dim=1)
+    top = g.skin_weights.topk(8, dim=1)
     torch.testing.assert_close(back.skin_weights.gather(1, top.indices), top.values / top.values.sum(1, keepdim=True))
     assert rig.num_joints == 300
 
@@ -504,3 +552,34 @@ def test_avatar_reposes_after_reload(tmp_path, anny_body, uv64):
     # top-4 weights: anny's texels have up to ~10 joints, so positions agree to a few millimetres
     err = (repose(back, transforms).means - repose(g, transforms).means).norm(dim=-1)
     assert err.median() < 1e-3 and err.max() < 0.03
+
+
+def test_ply_reads_as_the_original_3dgs_loader_reads_it(tmp_path):
+    """What Inria's GaussianModel.load_ply does, through plyfile: f_rest_* by index, exactly
+    3 * ((3 + 1) ** 2 - 1) = 45 of them (it asserts so), and SIBR's fixed 248-byte records."""
+    plyfile = pytest.importorskip("plyfile")
+    g = random_gaussians(40)
+    save_gaussians(tmp_path / "a.ply", g)
+    vertex = plyfile.PlyData.read(str(tmp_path / "a.ply")).elements[0]
+    names = [p.name for p in vertex.properties]
+    rest = sorted((n for n in names if n.startswith("f_rest_")), key=lambda n: int(n.split("_")[-1]))
+    assert len(rest) == 3 * (3 + 1) ** 2 - 3 and vertex.data.dtype.itemsize == 248
+    xyz = np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=1)
+    means, quats = in_file_frame(g)
+    assert np.array_equal(xyz, means)
+    assert np.array_equal(np.stack([vertex[f"rot_{i}"] for i in range(4)], 1), quats)
+    features = np.stack([vertex[n] for n in rest], 1).reshape(-1, 3, 15)  # the loader's (N, 3, (deg+1)^2 - 1)
+    assert not features.any()
+    np.testing.assert_allclose(0.5 + C0 * np.stack([vertex[f"f_dc_{i}"] for i in range(3)], 1), g.colors.numpy(), atol=1e-6)
+    np.testing.assert_allclose(np.exp(np.stack([vertex[f"scale_{i}"] for i in range(3)], 1)), g.scales.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(1 / (1 + np.exp(-vertex["opacity"])), g.opacities.numpy(), atol=1e-6)
+
+
+def test_sigman_viewer_opens_a_ply_upright(tmp_path):
+    """sigman's viewer (+Y up) reads the +Y-down .ply back into sigman's frame: head on top."""
+    from viewer.avatar import load_avatar
+
+    g = random_gaussians(30)
+    save_gaussians(tmp_path / "a.ply", g)
+    shown = load_avatar(tmp_path / "a.ply").gaussians
+    assert torch.equal(shown.means, g.means) and torch.equal(shown.quats, g.quats)

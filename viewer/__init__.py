@@ -7,9 +7,9 @@
 Command line: ``python -m viewer avatar.glb`` (or ``--demo`` for a bare body).
 """
 
-from viewer.avatar import Avatar, demo_avatar, load_avatar
-from viewer.server import AvatarViewer, SplatFrame, launch_viewer
-from viewer.skinning import SparseSkin, covariances
+from .avatar import Avatar, demo_avatar, load_avatar
+from .server import AvatarViewer, SplatFrame, launch_viewer
+from .skinning import SparseSkin, covariances
 
 __all__ = ["Avatar", "AvatarViewer", "SparseSkin", "SplatFrame", "covariances", "demo_avatar",
            "launch_viewer", "load_avatar"]

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from viewer.avatar import Avatar, demo_avatar, load_avatar
-from viewer.server import AvatarViewer
+from .avatar import Avatar, demo_avatar, load_avatar
+from .server import AvatarViewer
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Optional
 import viser
 
 if TYPE_CHECKING:
-    from viewer.server import AvatarViewer
+    from .server import AvatarViewer
 
 REST_POSE = "(rest pose)"
 NO_MOTION = "(none)"
@@ -36,7 +36,7 @@ class ControlPanel:
     """The GUI of one :class:`~viewer.server.AvatarViewer` (shared by all browser tabs)."""
 
     def __init__(self, server: viser.ViserServer, viewer: "AvatarViewer") -> None:
-        from viewer.server import motion_preset_names, pose_preset_names
+        from .server import motion_preset_names, pose_preset_names
 
         self._server = server
         self._viewer = viewer

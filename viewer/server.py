@@ -25,7 +25,7 @@ from sigman.gaussians import Gaussians
 from sigman.lbs import lbs_points
 from sigman.pose import MAX_POSE_FILE_BYTES, SMPLX_JOINT_NAMES, PoseFileError, SMPLXPose, load_pose
 from sigman.presets import MOTION_PRESETS, preset_names, resolve_pose
-from viewer.skinning import DEFAULT_TOP_K, SparseSkin, covariances, yaw_transform
+from .skinning import DEFAULT_TOP_K, SparseSkin, covariances, yaw_transform
 
 PoseSource = Union[SMPLXPose, str, Path, dict]
 SPLATS_NODE = "/avatar"
@@ -161,7 +161,7 @@ class AvatarViewer:
         return self
 
     def _build_scene(self, server: viser.ViserServer) -> None:
-        from viewer.controls import ControlPanel
+        from .controls import ControlPanel
 
         self.port = server.get_port()
         with self._lock:

@@ -13,17 +13,20 @@ holds (``N`` Gaussians, ``J`` joints):
   ``:OPACITY`` (``[0, 1]``), ``:SH_DEGREE_0_COEF_0`` (``(rgb - 0.5) / C0``), kernel ``ellipse``,
   colour space ``srgb_rec709_display``; ``POSITION`` (with min/max); ``COLOR_0`` (linear RGB
   decoded from sRGB + opacity: the point-cloud fallback); ``_SIGMAN_COLOR`` (the float32 colours
-  exactly); and (rigged) ``JOINTS_0``/``WEIGHTS_0``: each Gaussian's 4 largest skin weights,
-  renormalised to sum to 1 (``influences=8`` adds ``JOINTS_1``/``WEIGHTS_1``). The extension is
-  listed in ``extensionsUsed`` only: a viewer without it still shows the skinned point cloud.
+  exactly); and (rigged) ``JOINTS_0/1``/``WEIGHTS_0/1``: each Gaussian's 8 largest skin weights,
+  renormalised to sum to 1 (``influences=4`` keeps one set; anny texels have up to 9 joints, and
+  4 of them move Gaussians up to 16 mm away from dense LBS, 8 by 0.1 mm). The extension is listed
+  in ``extensionsUsed`` only: a viewer without it still shows the skinned point cloud.
+- (optional) ``animations[0]``: a motion as LINEAR keyframes of every joint node's rotation and
+  the root's translation (see :mod:`sigman.io.animation`), which glTF viewers play on the
+  skeleton.
 - ``extras.sigman`` (root): ``format``, ``version``, and (rigged) ``body_model``, ``joint_names``,
   ``parents``, ``rest_joints`` (float32 values, exact) and ``skin_influences``; with a body mesh,
   ``body_mesh: {vertices, faces}`` name accessors (float32 ``[V, 3]``, uint32 ``[3F]``).
 
 Round trip: means, (unit) quaternions, scales, opacities, colours (within their valid ranges, which
 the writer clamps to) and the rig come back bit-exact; skin weights come back as their
-top-``influences`` renormalised (enough to repose: anny texels rarely have more than 4 significant
-joints). Reading also accepts ``.gltf`` JSON (one buffer, data URI or a file beside it) and splat
+top-``influences`` renormalised. Reading also accepts ``.gltf`` JSON (one buffer, data URI or a file beside it) and splat
 files of other tools (dequantising normalized integer attributes; their node transforms are not
 applied).
 """
@@ -41,6 +44,7 @@ import numpy as np
 import torch
 
 from sigman.gaussians import Gaussians
+from sigman.io.animation import SkeletonAnimation
 from sigman.io.ply import SH_C0, gaussian_arrays, normalize_quats, rgb_to_sh0
 from sigman.io.rig import Rig
 
@@ -53,7 +57,7 @@ ATTR_EXACT_COLOR = "_SIGMAN_COLOR"  # application-specific attribute (leading un
 SPLAT_PROPERTIES = {"kernel": "ellipse", "colorSpace": "srgb_rec709_display", "projection": "perspective",
                     "sortingMethod": "cameraDistance"}
 FORMAT, FORMAT_VERSION = "sigman-avatar", 1
-DEFAULT_INFLUENCES = 4
+DEFAULT_INFLUENCES = 8  # JOINTS_0/1, WEIGHTS_0/1: 0.1 mm from dense LBS (4 lose up to 16 mm)
 
 _GLB_MAGIC, _CHUNK_JSON, _CHUNK_BIN = 0x46546C67, 0x4E4F534A, 0x004E4942
 _BYTE, _UBYTE, _SHORT, _USHORT, _UINT, _FLOAT = 5120, 5121, 5122, 5123, 5125, 5126
@@ -131,9 +135,13 @@ def _floats(values: np.ndarray) -> list:
     return np.asarray(values, dtype=np.float32).astype(np.float64).tolist()
 
 
-def build_glb(gaussians: Gaussians, rig: Optional[Rig] = None, influences: int = DEFAULT_INFLUENCES) -> bytes:
-    """The bytes of a ``.glb`` holding canonical Gaussians ``[N, ...]`` and (optionally) their rig."""
+def build_glb(gaussians: Gaussians, rig: Optional[Rig] = None, influences: int = DEFAULT_INFLUENCES,
+              animation: Optional[SkeletonAnimation] = None) -> bytes:
+    """The bytes of a ``.glb`` holding canonical Gaussians ``[N, ...]`` and (optionally) their rig
+    and a motion of it."""
     a = gaussian_arrays(gaussians, "a .glb")
+    if animation is not None and rig is None:
+        raise ValueError("an animation moves a rig: pass the rig too")
     if influences <= 0 or influences % 4:
         raise ValueError(f"influences must be a positive multiple of 4, got {influences}")
     buf = _Buffer()
@@ -161,10 +169,17 @@ def build_glb(gaussians: Gaussians, rig: Optional[Rig] = None, influences: int =
     meta: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION, "rigged": rig is not None}
     if rig is not None:
         _add_rig(gltf, buf, attributes, meta, gaussians, rig, influences)
+    if animation is not None:
+        add_animation(gltf, buf, animation, rig, first_joint_node=1)
+    gltf["extras"] = {"sigman": meta}
+    return pack_glb(gltf, buf)
+
+
+def pack_glb(gltf: dict, buf: _Buffer) -> bytes:
+    """The ``.glb`` bytes of a document and its binary buffer (JSON and BIN chunks, 4-byte aligned)."""
     gltf["buffers"] = [{"byteLength": len(buf.blob)}]
     gltf["bufferViews"] = buf.views
     gltf["accessors"] = buf.accessors
-    gltf["extras"] = {"sigman": meta}
     text = json.dumps(gltf, separators=(",", ":"), allow_nan=False).encode("utf-8")
     text += b" " * (-len(text) % 4)
     blob = bytes(buf.blob) + b"\0" * (-len(buf.blob) % 4)
@@ -181,13 +196,35 @@ def _add_rig(gltf: dict, buf: _Buffer, attributes: dict, meta: dict, gaussians: 
     if gaussians.skin_weights.shape != (gaussians.num_gaussians, num_joints):
         raise ValueError(f"skin_weights are {tuple(gaussians.skin_weights.shape)} but the rig has {num_joints} "
                          f"joints for {gaussians.num_gaussians} Gaussians")
+    add_skin_attributes(buf, attributes, gaussians.skin_weights, num_joints, influences)
+    add_skeleton(gltf, buf, rig, skinned_node=0)
+    meta.update({"body_model": rig.body_model, "joint_names": list(rig.joint_names), "parents": rig.parents.tolist(),
+                 "rest_joints": _floats(rig.rest_joints.numpy()), "skin_influences": influences})
+    if rig.vertices is not None:
+        meta["body_mesh"] = {"vertices": buf.add(rig.vertices.numpy(), "VEC3", _FLOAT, minmax=True),
+                             "faces": buf.add(rig.faces.numpy().reshape(-1).astype(np.uint32), "SCALAR", _UINT)}
+
+
+def add_skin_attributes(buf: _Buffer, attributes: dict, skin_weights: torch.Tensor, num_joints: int,
+                        influences: int) -> None:
+    """``JOINTS_s``/``WEIGHTS_s`` (``s < influences / 4``) of the top-``influences`` weights of
+    ``skin_weights [N, J]``, renormalised over all sets (as glTF asks)."""
     if num_joints > 65536:
         raise ValueError(f"glTF skins index joints with 16 bits; this rig has {num_joints}")
-    joints, weights = top_k_weights(gaussians.skin_weights, influences)
+    joints, weights = top_k_weights(skin_weights, influences)
     joint_type = _UBYTE if num_joints <= 256 else _USHORT
     for s in range(influences // 4):
         attributes[f"JOINTS_{s}"] = buf.add(joints[:, 4 * s:4 * s + 4], "VEC4", joint_type, vertex=True)
         attributes[f"WEIGHTS_{s}"] = buf.add(weights[:, 4 * s:4 * s + 4], "VEC4", _FLOAT, vertex=True)
+
+
+def add_skeleton(gltf: dict, buf: _Buffer, rig: Rig, skinned_node: int) -> int:
+    """Append one node per joint (named, parented as the rig's tree, ``translation`` = rest offset
+    from the parent), their scene roots and skin 0 (inverse bind matrices: translations by
+    ``-rest_joints``), and give the skin to ``nodes[skinned_node]``. Returns the node index of
+    joint 0 (joint ``j`` is node ``first + j``)."""
+    num_joints = rig.num_joints
+    first = len(gltf["nodes"])
     rest = rig.rest_joints.numpy().astype(np.float32)
     parents = rig.parents.tolist()
     inverse_bind = np.tile(np.eye(4, dtype=np.float32), (num_joints, 1, 1))
@@ -196,7 +233,7 @@ def _add_rig(gltf: dict, buf: _Buffer, attributes: dict, meta: dict, gaussians: 
     children: list[list[int]] = [[] for _ in range(num_joints)]
     for j, p in enumerate(parents):
         if p >= 0:
-            children[p].append(1 + j)
+            children[p].append(first + j)
     for j, name in enumerate(rig.joint_names):
         p = parents[j]
         offset = rest[j].astype(np.float64) - (rest[p].astype(np.float64) if p >= 0 else 0.0)
@@ -204,33 +241,57 @@ def _add_rig(gltf: dict, buf: _Buffer, attributes: dict, meta: dict, gaussians: 
         if children[j]:
             node["children"] = children[j]
         gltf["nodes"].append(node)
-    roots = [1 + j for j, p in enumerate(parents) if p < 0]
+    roots = [first + j for j, p in enumerate(parents) if p < 0]
     gltf["scenes"][0]["nodes"] += roots
-    gltf["nodes"][0]["skin"] = 0
-    skin: dict[str, Any] = {"name": rig.body_model, "joints": list(range(1, num_joints + 1)),
+    gltf["nodes"][skinned_node]["skin"] = 0
+    skin: dict[str, Any] = {"name": rig.body_model, "joints": list(range(first, first + num_joints)),
                             "inverseBindMatrices": ibm}
     if len(roots) == 1:
         skin["skeleton"] = roots[0]
     gltf["skins"] = [skin]
-    meta.update({"body_model": rig.body_model, "joint_names": list(rig.joint_names), "parents": parents,
-                 "rest_joints": _floats(rest), "skin_influences": influences})
-    if rig.vertices is not None:
-        meta["body_mesh"] = {"vertices": buf.add(rig.vertices.numpy(), "VEC3", _FLOAT, minmax=True),
-                             "faces": buf.add(rig.faces.numpy().reshape(-1).astype(np.uint32), "SCALAR", _UINT)}
+    return first
+
+
+def add_animation(gltf: dict, buf: _Buffer, animation: SkeletonAnimation, rig: Rig, first_joint_node: int) -> None:
+    """A glTF animation: LINEAR keyframes of every joint's rotation and of the roots' translation."""
+    num_joints = rig.num_joints
+    if animation.rotations.shape[1:] != (num_joints, 4) or animation.translations.shape[1:] != (num_joints, 3):
+        raise ValueError(f"the animation has {animation.rotations.shape[1]} joints, the rig {num_joints}")
+    times = animation.times.detach().cpu().numpy().astype(np.float32)
+    if not (np.isfinite(times).all() and torch.isfinite(animation.rotations).all()
+            and torch.isfinite(animation.translations).all()):
+        raise ValueError("the animation has NaN or Inf keyframes")
+    time_accessor = buf.add(times, "SCALAR", _FLOAT, minmax=True)
+    rotations = animation.rotations.detach().cpu().numpy().astype(np.float32)[..., [1, 2, 3, 0]]  # glTF: xyzw
+    translations = animation.translations.detach().cpu().numpy().astype(np.float32)
+    samplers, channels = [], []
+    for j in range(num_joints):
+        samplers.append({"input": time_accessor, "interpolation": "LINEAR",
+                         "output": buf.add(rotations[:, j], "VEC4", _FLOAT)})
+        channels.append({"sampler": len(samplers) - 1, "target": {"node": first_joint_node + j, "path": "rotation"}})
+        if int(rig.parents[j]) < 0:
+            samplers.append({"input": time_accessor, "interpolation": "LINEAR",
+                             "output": buf.add(translations[:, j], "VEC3", _FLOAT)})
+            channels.append({"sampler": len(samplers) - 1,
+                             "target": {"node": first_joint_node + j, "path": "translation"}})
+    gltf.setdefault("animations", []).append({"name": animation.name, "samplers": samplers, "channels": channels})
 
 
 def save_glb(path: PathLike, gaussians: Gaussians, rig: Optional[Rig] = None,
-             influences: int = DEFAULT_INFLUENCES) -> None:
+             influences: int = DEFAULT_INFLUENCES, animation: Optional[SkeletonAnimation] = None) -> None:
     """Write canonical Gaussians ``[N, ...]`` as a ``.glb``: rigged with ``rig`` (then
-    ``gaussians.skin_weights [N, J]`` are needed), a static splat without."""
-    Path(path).write_bytes(build_glb(gaussians, rig, influences))
+    ``gaussians.skin_weights [N, J]`` are needed), a static splat without; ``animation`` adds a
+    motion of the rig as a glTF animation."""
+    Path(path).write_bytes(build_glb(gaussians, rig, influences, animation))
 
 
-def save_rigged_glb(path: PathLike, gaussians: Gaussians, rig: Rig, influences: int = DEFAULT_INFLUENCES) -> None:
-    """Write a rigged avatar: canonical Gaussians ``[N, ...]`` with ``skin_weights [N, J]`` and their rig."""
+def save_rigged_glb(path: PathLike, gaussians: Gaussians, rig: Rig, influences: int = DEFAULT_INFLUENCES,
+                    animation: Optional[SkeletonAnimation] = None) -> None:
+    """Write a rigged avatar: canonical Gaussians ``[N, ...]`` with ``skin_weights [N, J]``, their
+    rig and optionally a motion."""
     if rig is None:
         raise ValueError("a rigged .glb needs its rig (joint names, parents, rest joints)")
-    save_glb(path, gaussians, rig, influences)
+    save_glb(path, gaussians, rig, influences, animation)
 
 
 # --- reading ---------------------------------------------------------------------------------

@@ -3,8 +3,15 @@
 
     x y z nx ny nz f_dc_0 f_dc_1 f_dc_2 [f_rest_0 ...] opacity scale_0 scale_1 scale_2 rot_0 rot_1 rot_2 rot_3
 
-with ``f_dc = (rgb - 0.5) / C0`` (SH degree 0), ``opacity = logit(alpha)``, ``scale = log(sigma)``,
-``rot`` the ``(w, x, y, z)`` quaternion and zero normals, as the original 3DGS writes it.
+with ``f_dc = (rgb - 0.5) / C0``, ``opacity = logit(alpha)``, ``scale = log(sigma)``, ``rot`` the
+``(w, x, y, z)`` quaternion and zero normals, as the original 3DGS writes it. By default the file
+has the full layout of SH degree 3 (45 ``f_rest_*``, all zero: sigman's colours are view
+independent), 62 properties = 248 bytes per Gaussian, because Inria's loader asserts 45
+``f_rest_*`` and SIBR reads fixed 248-byte records; ``sh_degree=0`` writes the compact 17-property
+file that gsplat, SuperSplat, Spark, mkkellogg's loader and viser also read.
+
+Frame: +Y down, +Z forward (see :mod:`sigman.io.frames`): the writer turns sigman's +Y-up frame by
+180° about X, the reader turns it back, both exactly. A header comment says so.
 
 Precision. :class:`~sigman.gaussians.Gaussians` hold activated values; the file holds
 pre-activation float32 values. Both directions compute in float64 and round once to float32, and
@@ -31,9 +38,11 @@ import numpy as np
 import torch
 
 from sigman.gaussians import Gaussians
+from sigman.io.frames import FRAME_COMMENT, from_splat_frame, to_splat_frame
 
 SH_C0 = 0.28209479177387814
 MAX_SH_DEGREE = 3
+DEFAULT_SH_DEGREE = 3  # the full Inria layout; 0 is the compact one
 PROPERTIES = ("x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
               "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
 REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
@@ -140,9 +149,10 @@ def gaussian_arrays(g: Gaussians, what: str = "this file") -> dict[str, np.ndarr
 
 # --- writing ---------------------------------------------------------------------------------
 
-def gaussians_to_ply_fields(g: Gaussians, sh_degree: int = 0) -> np.ndarray:
-    """Structured array ``[N]`` of the stored (pre-activation) float32 properties."""
+def gaussians_to_ply_fields(g: Gaussians, sh_degree: int = DEFAULT_SH_DEGREE) -> np.ndarray:
+    """Structured array ``[N]`` of the stored (pre-activation) float32 properties, in the file's frame."""
     a = gaussian_arrays(g, "a .ply")
+    a["means"], a["quats"] = to_splat_frame(a["means"], a["quats"])
     data = np.zeros(len(a["means"]), dtype=[(p, "<f4") for p in ply_properties(sh_degree)])
     sh0, log_scales = rgb_to_sh0(a["colors"]), scales_to_log(a["scales"])
     for i in range(3):
@@ -155,14 +165,15 @@ def gaussians_to_ply_fields(g: Gaussians, sh_degree: int = 0) -> np.ndarray:
     return data
 
 
-def save_ply(path: Union[str, Path], gaussians: Gaussians, sh_degree: int = 0) -> None:
-    """Write Gaussians ``[N, ...]`` as a standard 3DGS ``.ply``.
+def save_ply(path: Union[str, Path], gaussians: Gaussians, sh_degree: int = DEFAULT_SH_DEGREE) -> None:
+    """Write Gaussians ``[N, ...]`` (sigman's frame) as a standard 3DGS ``.ply`` (+Y down).
 
-    ``sh_degree > 0`` adds zero ``f_rest_*`` properties, for readers that insist on them (the
-    original 3DGS code and SIBR viewer expect degree 3); the colour is the same.
+    ``sh_degree`` sets the layout: 3 (default) is the full Inria one (45 zero ``f_rest_*``, what
+    the original 3DGS code and SIBR need), 0 the compact one (17 properties); 1 and 2 also work.
+    The colour is the same in all.
     """
     data = gaussians_to_ply_fields(gaussians, sh_degree)
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(data)}"]
+    header = ["ply", "format binary_little_endian 1.0", f"comment {FRAME_COMMENT}", f"element vertex {len(data)}"]
     header += [f"property float {p}" for p in data.dtype.names] + ["end_header"]
     with open(path, "wb") as f:
         f.write(("\n".join(header) + "\n").encode("ascii"))
@@ -236,7 +247,7 @@ def read_ply_fields(path: Union[str, Path]) -> np.ndarray:
 
 
 def ply_fields_to_gaussians(d: np.ndarray, name: str = "the .ply") -> Gaussians:
-    """Gaussians ``[N, ...]`` (float32) from the stored properties of a 3DGS ``.ply``."""
+    """Gaussians ``[N, ...]`` (float32, sigman's frame) from the stored properties of a 3DGS ``.ply``."""
     def col(*keys: str) -> np.ndarray:
         out = np.stack([d[k].astype(_F32) for k in keys], axis=-1) if len(d) else np.zeros((0, len(keys)), _F32)
         if not np.isfinite(out).all():
@@ -246,9 +257,10 @@ def ply_fields_to_gaussians(d: np.ndarray, name: str = "the .ply") -> Gaussians:
     means, quats = col("x", "y", "z"), col("rot_0", "rot_1", "rot_2", "rot_3")
     log_scales, logit = col("scale_0", "scale_1", "scale_2"), col("opacity")[:, 0]
     sh0 = col("f_dc_0", "f_dc_1", "f_dc_2")
+    means, quats = from_splat_frame(means, normalize_quats(quats))
     return Gaussians(
-        means=torch.from_numpy(means),
-        quats=torch.from_numpy(normalize_quats(quats)),
+        means=torch.from_numpy(np.ascontiguousarray(means)),
+        quats=torch.from_numpy(np.ascontiguousarray(quats)),
         scales=torch.from_numpy(log_to_scales(log_scales)),
         opacities=torch.from_numpy(logit_to_opacities(logit)),
         colors=torch.from_numpy(sh0_to_rgb(sh0)),
@@ -256,5 +268,6 @@ def ply_fields_to_gaussians(d: np.ndarray, name: str = "the .ply") -> Gaussians:
 
 
 def load_ply(path: Union[str, Path]) -> Gaussians:
-    """Read a 3DGS ``.ply`` into float32 Gaussians ``[N, ...]`` (no skin weights)."""
+    """Read a 3DGS ``.ply`` (+Y down) into float32 Gaussians ``[N, ...]`` in sigman's frame (+Y up;
+    no skin weights)."""
     return ply_fields_to_gaussians(read_ply_fields(path), str(path))

@@ -9,6 +9,9 @@ no header, 32 bytes per Gaussian, little-endian —
 — sorted by decreasing ``prod(scale) * opacity``, as the format's writers do. Lossy: positions and
 scales are exact, colours, opacities and rotations are quantised to 8 bits (rotations to about
 0.5 degrees). Gaussians come back in file order (the sorted order).
+
+Frame: the same as the ``.ply`` (+Y down, see :mod:`sigman.io.frames`); writing turns sigman's
+frame by 180° about X, reading turns it back.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 
 from sigman.gaussians import Gaussians
+from sigman.io.frames import from_splat_frame, to_splat_frame
 from sigman.io.ply import gaussian_arrays, normalize_quats
 
 RECORD = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
@@ -34,6 +38,7 @@ def splat_order(scales: np.ndarray, opacities: np.ndarray) -> np.ndarray:
 def gaussians_to_splat_records(g: Gaussians) -> np.ndarray:
     """Structured array ``[N]`` of ``.splat`` records, in the format's importance order."""
     a = gaussian_arrays(g, "a .splat")
+    a["means"], a["quats"] = to_splat_frame(a["means"], normalize_quats(a["quats"]))
     order = splat_order(a["scales"], a["opacities"])
     data = np.zeros(len(order), dtype=RECORD)
     data["position"] = a["means"][order]
@@ -63,6 +68,7 @@ def load_splat(path: Union[str, Path]) -> Gaussians:
         raise ValueError(f"{path} is not a valid .splat file: positions or scales are NaN or Inf")
     q = (d["rot"].astype(np.float32) - 128) / 128
     rgba = d["rgba"].astype(np.float32) / 255
-    return Gaussians(means=torch.from_numpy(means), quats=torch.from_numpy(normalize_quats(q)),
+    means, q = from_splat_frame(means, normalize_quats(q))
+    return Gaussians(means=torch.from_numpy(np.ascontiguousarray(means)), quats=torch.from_numpy(np.ascontiguousarray(q)),
                      scales=torch.from_numpy(np.abs(scales)), opacities=torch.from_numpy(rgba[:, 3].copy()),
                      colors=torch.from_numpy(rgba[:, :3].copy()))
