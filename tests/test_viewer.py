@@ -19,8 +19,9 @@ from sigman.gaussians import Gaussians, repose, surface_gaussians
 from sigman.pose import SMPLXPose
 from sigman.presets import resolve_pose
 from viewer import AvatarViewer, SparseSkin, covariances, launch_viewer
-from viewer.controls import NO_MOTION, STATIC_NOTE
+from viewer.controls import NO_MOTION, PER_TAB_NOTE, STATIC_NOTE
 from viewer.server import VISER_UNITS_PER_METRE
+from viewer.splat_shader import AXIS_LINE, CULL_LINE, patch_shader_source
 from tests.conftest import random_pose
 
 
@@ -65,6 +66,37 @@ def connect_client(url: str):
     return ws
 
 
+class BrowserTab:
+    """A websocket client (what a browser tab is) that keeps reading what viser sends it."""
+
+    def __init__(self, viewer):
+        before = {tab.client_id for tab in viewer.tabs}
+        self.ws = connect_client(viewer.url)
+        self.seen: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        assert wait_for(lambda: any(tab.client_id not in before for tab in viewer.tabs))
+        self.tab = next(tab for tab in viewer.tabs if tab.client_id not in before)
+
+    def _read(self) -> None:
+        try:
+            while True:
+                self.seen += message_types(self.ws.recv())
+        except Exception:  # closed
+            return
+
+    def close(self) -> None:
+        self.ws.close()
+        self._reader.join(timeout=5)
+
+
+@pytest.fixture()
+def tab(viewer):
+    browser_tab = BrowserTab(viewer)
+    yield browser_tab.tab
+    browser_tab.close()
+
+
 def message_types(frame: bytes) -> list[str]:
     size, compressed = int.from_bytes(frame[:8], "little"), int.from_bytes(frame[8:16], "little")
     inner = zstandard.ZstdDecompressor().decompress(frame[16:16 + compressed], max_output_size=size)
@@ -103,43 +135,47 @@ def test_serves_http_and_stops_cleanly(avatar, anny_body):
     assert v.url.startswith("http://127.0.0.1:") and v.port > 0
     with urllib.request.urlopen(v.url, timeout=5) as response:
         assert response.status == 200 and b"<html" in response.read().lower()
+    with urllib.request.urlopen(v.url, timeout=5) as response:
+        assert b"no size cull" in response.read()  # the patched splat shader (viewer.splat_shader)
     v.load_motion("walk_cycle")
     render_thread = v._thread
     v.stop()
-    assert not render_thread.is_alive() and not v.is_playing
+    assert not render_thread.is_alive()
     with pytest.raises(OSError):
         urllib.request.urlopen(v.url, timeout=1)
     v.stop()  # twice is fine
 
 
-def test_initial_frame_is_the_canonical_avatar(viewer, avatar):
-    frame = viewer.splats
+def test_initial_frame_is_the_canonical_avatar(viewer, tab, avatar):
+    frame = tab.frame
     assert frame.centers.shape == (avatar.num_gaussians, 3)
     assert frame.covariances.shape == (avatar.num_gaussians, 3, 3) and frame.opacities.shape == (avatar.num_gaussians, 1)
     np.testing.assert_allclose(frame.centers, avatar.means.numpy(), atol=1e-4)
     # what viser holds: the same splats in 1/128 m units under a node scaled by 1/128
-    sent, units = viewer._splats, VISER_UNITS_PER_METRE
+    sent, units = tab.splats, VISER_UNITS_PER_METRE
     assert sent.scale == pytest.approx(1 / units)
     np.testing.assert_allclose(sent.centers / units, frame.centers, atol=1e-6)
     np.testing.assert_allclose(sent.covariances / units**2, frame.covariances, rtol=2e-3, atol=1e-9)
     assert (sent.covariances[:, [0, 1, 2], [0, 1, 2]] > 6.1e-5).all()  # normal float16 numbers
+    assert tab.panel.note.content == PER_TAB_NOTE
 
 
-def test_preset_pose_matches_repose(viewer, avatar, anny_body):
-    before = viewer.splats.centers.copy()
+def test_preset_pose_matches_repose(viewer, tab, avatar, anny_body):
+    before = tab.frame.centers.copy()
     viewer.set_pose("running")
     assert viewer.wait_until_drawn()
-    after = viewer.splats.centers
+    after = tab.frame.centers
     assert np.abs(after - before).max() > 0.1
     np.testing.assert_allclose(after, reference_centers(avatar, anny_body, resolve_pose("running")), atol=1e-5)
     # covariances follow the rotations: Σ = R diag(s²) Rᵀ of the reposed Gaussians
     transforms, _ = anny_body.pose_transforms(resolve_pose("running"))
     posed = repose(avatar, transforms)
     expected = covariances(posed.quats[0], posed.scales[0]).numpy()
-    np.testing.assert_allclose(viewer.splats.covariances, expected, atol=1e-6)
+    np.testing.assert_allclose(tab.frame.covariances, expected, atol=1e-6)
+    assert tab.panel.preset.value == "running"
 
 
-def test_joint_turn_and_reset(viewer, avatar, anny_body):
+def test_joint_turn_and_reset(viewer, tab, avatar, anny_body):
     viewer.set_pose("t_pose")
     viewer.set_joint("left_elbow", (0.0, -1.2, 0.0))
     viewer.set_yaw(90.0)
@@ -148,43 +184,43 @@ def test_joint_turn_and_reset(viewer, avatar, anny_body):
     pose.body_pose[0, 17] = torch.tensor([0.0, -1.2, 0.0])  # left_elbow is SMPL-X joint 18
     expected = reference_centers(avatar, anny_body, pose)
     turned = expected @ roma.rotvec_to_rotmat(torch.tensor([0.0, np.pi / 2, 0.0])).numpy().T
-    np.testing.assert_allclose(viewer.splats.centers, turned, atol=1e-5)
+    np.testing.assert_allclose(tab.frame.centers, turned, atol=1e-5)
     with pytest.raises(ValueError, match="SMPL-X body joint"):
         viewer.set_joint("tail", (0.0, 0.0, 0.0))
     viewer.reset()
     assert viewer.wait_until_drawn()
-    np.testing.assert_allclose(viewer.splats.centers, avatar.means.numpy(), atol=1e-4)
-    assert viewer._panel.preset.value == "(rest pose)" and viewer._panel.turn.value == 0.0
+    np.testing.assert_allclose(tab.frame.centers, avatar.means.numpy(), atol=1e-4)
+    assert tab.panel.preset.value == "(rest pose)" and tab.panel.turn.value == 0.0
 
 
-def test_motion_playback_advances_and_pauses(viewer, avatar, anny_body):
+def test_motion_playback_advances_and_pauses(viewer, tab, avatar, anny_body):
     viewer.load_motion("walk_cycle")
-    assert viewer.num_frames == 40 and viewer.is_playing
-    assert wait_for(lambda: viewer.frame_index >= 3)
+    assert viewer.num_frames == 40 and viewer.is_playing and tab.state.is_playing
+    assert wait_for(lambda: tab.state.frame_index >= 3)
     viewer.pause()
     assert viewer.wait_until_drawn()
-    paused = viewer.frame_index
+    paused = tab.state.frame_index
     time.sleep(0.15)
-    assert viewer.frame_index == paused and viewer._panel.frame.value == paused
+    assert tab.state.frame_index == paused and tab.panel.frame.value == paused
     viewer.seek(7)
-    assert viewer.wait_until_drawn() and viewer.frame_index == 7
+    assert viewer.wait_until_drawn() and tab.state.frame_index == 7
     motion = resolve_pose("walk_cycle")
-    np.testing.assert_allclose(viewer.splats.centers, reference_centers(avatar, anny_body, motion.frame(7)), atol=1e-5)
+    np.testing.assert_allclose(tab.frame.centers, reference_centers(avatar, anny_body, motion.frame(7)), atol=1e-5)
     viewer.set_speed(2.0)
     viewer.play()
-    assert wait_for(lambda: viewer.frame_index != 7)
+    assert wait_for(lambda: tab.state.frame_index != 7)
     viewer.set_joint("head", (0.0, 0.5, 0.0))  # hand-posing pauses playback and keeps the frame
-    assert not viewer.is_playing and viewer.pose.body_pose[0, 14, 1].item() == pytest.approx(0.5)
+    assert not tab.state.is_playing and tab.state.shown_pose().body_pose[0, 14, 1].item() == pytest.approx(0.5)
     viewer.clear_motion()
-    assert viewer.num_frames == 0 and viewer._panel.motion.value == NO_MOTION
+    assert tab.state.num_frames == 0 and tab.panel.motion.value == NO_MOTION
 
 
-def test_uploads(viewer, tmp_path):
+def test_uploads(viewer, tab, tmp_path):
     import io
 
     error = viewer.upload_motion("junk.npz", b"this is not a zip file")
     assert error is not None and "junk.npz" in error and "npz" in error
-    assert viewer.last_error == error and "junk.npz" in viewer._panel.status.content
+    assert viewer.last_error == error and "junk.npz" in tab.panel.status.content
     bad_keys = io.BytesIO()
     np.savez(bad_keys, hello=np.zeros(3))
     assert "global_orient" in viewer.upload_motion("keys.npz", bad_keys.getvalue())
@@ -194,41 +230,94 @@ def test_uploads(viewer, tmp_path):
              trans=np.zeros((12, 3), np.float32), mocap_frame_rate=np.float32(60))
     assert viewer.upload_motion("dance.npz", amass.getvalue()) is None
     assert viewer.num_frames == 12 and viewer.motion_name == "upload: dance"
-    assert "upload: dance" in viewer._panel.motion.options
+    assert tab.state.num_frames == 12 and "upload: dance" in tab.panel.motion.options
 
 
-def test_browser_client_drives_the_panel(viewer, avatar, anny_body):
-    """A websocket client (what the browser is) gets the splats and moves the turn slider."""
-    ws = connect_client(viewer.url)
+def test_browser_client_drives_its_own_panel(viewer, avatar, anny_body):
+    """A websocket client (what the browser is) gets the splats and moves its own turn slider."""
+    browser_tab = BrowserTab(viewer)
+    tab, ws = browser_tab.tab, browser_tab.ws
     try:
-        seen = receive_types(ws, 0.5)
-        assert "GaussianSplatsMessage" in seen and "GuiSliderMessage" in seen
-        assert wait_for(lambda: len(viewer.server.get_clients()) == 1)
-        before = viewer.splats.centers.copy()
-        send_gui_value(ws, viewer._panel.turn, 180.0)
-        assert wait_for(lambda: viewer.splats.version > 0 and np.abs(viewer.splats.centers - before).max() > 1e-3)
+        assert wait_for(lambda: "GaussianSplatsMessage" in browser_tab.seen and "GuiSliderMessage" in browser_tab.seen)
+        before = tab.frame.centers.copy()
+        send_gui_value(ws, tab.panel.turn, 180.0)
+        assert wait_for(lambda: np.abs(tab.frame.centers - before).max() > 1e-3)
         flipped = before * np.array([-1.0, 1.0, -1.0], dtype=np.float32)  # 180° about +Y
-        np.testing.assert_allclose(viewer.splats.centers, flipped, atol=1e-5)
-        panel = viewer._panel
+        np.testing.assert_allclose(tab.frame.centers, flipped, atol=1e-5)
+        assert viewer.pose is not None and viewer._template.yaw == 0.0  # the tab's alone
+        panel = tab.panel
         send_gui_value(ws, panel.turn, 0.0)
         send_gui_value(ws, panel.preset, "sitting")
-        assert wait_for(lambda: viewer.pose.transl[0, 1].item() == pytest.approx(-0.4))
+        assert wait_for(lambda: tab.state.shown_pose().transl[0, 1].item() == pytest.approx(-0.4))
         send_gui_value(ws, panel.angles[2], -30.0)  # left_shoulder (the default joint) about z
-        assert wait_for(lambda: viewer.joint_rotation("left_shoulder")[2].item() == pytest.approx(np.radians(-30.0)))
+        assert wait_for(lambda: tab.state.joint_rotation(15)[2].item() == pytest.approx(np.radians(-30.0)))
         assert viewer.wait_until_drawn()
         pose = resolve_pose("sitting")
         pose.body_pose[0, 15, 2] = np.radians(-30.0)
-        np.testing.assert_allclose(viewer.splats.centers, reference_centers(avatar, anny_body, pose), atol=1e-5)
+        np.testing.assert_allclose(tab.frame.centers, reference_centers(avatar, anny_body, pose), atol=1e-5)
         send_gui_value(ws, panel.motion, "wave_loop")
-        assert wait_for(lambda: viewer.is_playing and viewer.frame_index > 1)
-        assert panel.play.label == "Pause"
+        assert wait_for(lambda: tab.state.is_playing and tab.state.frame_index > 1)
+        assert panel.play.label == "Pause" and not viewer.is_playing
         send_gui_value(ws, panel.play, True)
-        assert wait_for(lambda: not viewer.is_playing) and panel.play.label == "Play"
-        send_upload(ws, viewer._panel.upload, "broken.npz", b"PK\x03\x04 truncated zip")
-        assert "NotificationShowMessage" in receive_types(ws, 0.5)  # a red notification, not a crash
-        assert "broken.npz" in viewer.last_error and "broken.npz" in viewer._panel.status.content
+        assert wait_for(lambda: not tab.state.is_playing) and panel.play.label == "Play"
+        browser_tab.seen.clear()
+        send_upload(ws, panel.upload, "broken.npz", b"PK\x03\x04 truncated zip")
+        assert wait_for(lambda: "NotificationShowMessage" in browser_tab.seen)  # a red notification, not a crash
+        assert "broken.npz" in viewer.last_error and "broken.npz" in panel.status.content
     finally:
-        ws.close()
+        browser_tab.close()
+
+
+def test_two_tabs_hold_two_poses(viewer, avatar, anny_body):
+    """Each tab has its own preset, turn and motion; a new tab starts from the viewer's template."""
+    viewer.set_pose("waving")
+    first = BrowserTab(viewer)
+    second = BrowserTab(viewer)
+    try:
+        assert first.tab.panel is not second.tab.panel
+        assert first.tab.panel.preset.value == second.tab.panel.preset.value == "waving"
+        send_gui_value(first.ws, first.tab.panel.preset, "sitting")
+        send_gui_value(second.ws, second.tab.panel.turn, 90.0)
+        send_gui_value(second.ws, second.tab.panel.motion, "walk_cycle")
+        assert wait_for(lambda: second.tab.state.is_playing and second.tab.state.frame_index > 1)
+        assert viewer.wait_until_drawn()
+        sitting = reference_centers(avatar, anny_body, resolve_pose("sitting"))
+        np.testing.assert_allclose(first.tab.frame.centers, sitting, atol=1e-5)
+        assert not first.tab.state.is_playing and first.tab.state.yaw == 0.0 and second.tab.state.yaw == 90.0
+        assert first.tab.panel.preset.value == "sitting" and second.tab.panel.preset.value == "waving"
+        # a third tab opens in the template's pose, not in the last tab's
+        third = BrowserTab(viewer)
+        try:
+            assert third.tab.panel.preset.value == "waving" and not third.tab.state.is_playing
+            assert third.tab.state.yaw == 0.0
+            np.testing.assert_allclose(third.tab.frame.centers,
+                                       reference_centers(avatar, anny_body, resolve_pose("waving")), atol=1e-5)
+        finally:
+            third.close()
+        first.close()
+        assert wait_for(lambda: len(viewer.tabs) == 1)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_playback_costs_nothing_without_a_tab(viewer):
+    """A motion left playing with no browser connected: the render thread sleeps (no CPU time),
+    and the next tab picks the motion up and plays it."""
+    viewer.load_motion("walk_cycle")
+    assert viewer.is_playing and not viewer.tabs
+    clock = time.pthread_getcpuclockid(viewer._thread.ident)  # the render thread's CPU time
+    busy_before = time.clock_gettime(clock)
+    time.sleep(2.0)
+    idle_cpu = time.clock_gettime(clock) - busy_before
+    assert idle_cpu < 0.02, f"the render thread used {idle_cpu:.3f} s of CPU in 2 s with no tab open"
+    browser_tab = BrowserTab(viewer)
+    try:
+        assert browser_tab.tab.state.is_playing
+        assert wait_for(lambda: browser_tab.tab.state.frame_index >= 3)
+    finally:
+        browser_tab.close()
+    assert wait_for(lambda: not viewer.tabs)
 
 
 def test_concurrent_callers_never_break_the_viewer(viewer):
@@ -246,6 +335,7 @@ def test_concurrent_callers_never_break_the_viewer(viewer):
         except BaseException as err:  # pragma: no cover - the failure being tested for
             errors.append(err)
 
+    browser_tab = BrowserTab(viewer)
     threads = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
@@ -254,13 +344,16 @@ def test_concurrent_callers_never_break_the_viewer(viewer):
     assert not errors and viewer.last_error is None
     viewer.pause()
     assert viewer.wait_until_drawn()
+    browser_tab.close()
 
 
 def test_static_avatar_says_it_needs_a_rig(avatar):
     static = avatar.with_(skin_weights=None)
     with launch_viewer(static, None) as v:
-        assert not v.can_repose and v._panel.status.content == STATIC_NOTE
-        np.testing.assert_allclose(v.splats.centers, avatar.means.numpy(), atol=1e-6)
+        browser_tab = BrowserTab(v)
+        assert not v.can_repose and browser_tab.tab.panel.status.content == STATIC_NOTE
+        np.testing.assert_allclose(browser_tab.tab.frame.centers, avatar.means.numpy(), atol=1e-6)
+        browser_tab.close()
 
 
 def test_sparse_skinning_matches_the_dense_reference(uv64):
@@ -304,14 +397,25 @@ def test_command_line(tmp_path, capsys):
     assert "not '.obj'" in capsys.readouterr().err
 
 
-def test_body_mesh_follows_the_pose(viewer, anny_body):
+def test_body_mesh_follows_the_pose(viewer, tab, anny_body):
     viewer.set_pose("sitting")
     viewer.show_body_mesh(True)
-    assert viewer.wait_until_drawn() and viewer._mesh.visible
+    assert viewer.wait_until_drawn() and tab.mesh.visible
     expected = anny_body(resolve_pose("sitting")).vertices[0].numpy()
-    np.testing.assert_allclose(viewer._mesh.vertices, expected, atol=1e-5)
+    np.testing.assert_allclose(tab.mesh.vertices, expected, atol=1e-5)
     viewer.show_body_mesh(False)
-    assert viewer.wait_until_drawn() and not viewer._mesh.visible
+    assert viewer.wait_until_drawn() and not tab.mesh.visible
+
+
+def test_splat_shader_patch_matches_viser_client():
+    """The two lines :mod:`viewer.splat_shader` rewrites are in viser's shader source, and the
+    rewrite removes the size cull and the unstable axis (a viser upgrade that changes them fails here)."""
+    from pathlib import Path
+
+    source = (Path(viser.__file__).parent / "client" / "src" / "Splatting" / "GaussianSplatsHelpers.ts").read_text()
+    assert CULL_LINE in source and AXIS_LINE in source
+    patched = patch_shader_source(source)
+    assert CULL_LINE not in patched and AXIS_LINE not in patched and "lambda1 - diag2" in patched
 
 
 def test_subject_rest_joints_drive_the_skinning(avatar, anny_body):

@@ -1,17 +1,29 @@
-"""The avatar viewer: a viser server showing Gaussians that repose live.
+"""The avatar viewer: a viser server showing Gaussians that repose live, with one pose per tab.
 
-One render thread draws every frame. GUI callbacks (which viser runs on its own threads) and the
-Python API only change the pose state under a lock and wake that thread, so slider drags coalesce,
-frames never arrive out of order, and each frame reaches viser as one ``set_gaussians`` call (no
-mixed frames). Motion playback runs on the same thread, paced by the motion's frame rate.
+Every browser tab (viser client) gets its own :class:`Tab`: its own pose state
+(:class:`~viewer.state.TabState`), control panel (in ``client.gui``) and splats (in
+``client.scene``), so two tabs hold two poses. A new tab starts from the viewer's *template*
+state, which the Python API sets (``viewer.set_pose(...)`` poses the template and every open tab;
+a tab's panel poses that tab only).
+
+One render thread draws every frame of every tab. GUI callbacks (which viser runs on its own
+threads) and the Python API only change a tab's state under the viewer's lock and wake that
+thread, so slider drags coalesce, frames never arrive out of order, and each frame reaches viser
+as one ``set_gaussians`` call (no mixed frames). Motion playback runs on the same thread, paced by
+the motion's frame rate. With no tab open the thread sleeps on the lock's condition: a motion
+left "playing" costs nothing until someone connects (the new tab picks it up).
+
+viser's splat shader is patched as the page loads (:mod:`viewer.splat_shader`) to draw what
+gsplat draws. The scene has no floor grid: viser draws Gaussian splats without writing depth, after every
+other object, and depth-tests them against what those objects wrote, so the grid's lines cut
+through the avatar (the white bands the grid once drew across the shins).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
@@ -23,20 +35,25 @@ from torch import Tensor
 from sigman.body import BodyModel
 from sigman.gaussians import Gaussians
 from sigman.lbs import lbs_points
-from sigman.pose import MAX_POSE_FILE_BYTES, SMPLX_JOINT_NAMES, PoseFileError, SMPLXPose, load_pose
-from sigman.presets import MOTION_PRESETS, preset_names, resolve_pose
+from sigman.pose import MAX_POSE_FILE_BYTES, PoseFileError, SMPLXPose, load_pose
+from sigman.presets import resolve_pose
+from .controls import ControlPanel
+from .splat_shader import serve_patched_client
 from .skinning import DEFAULT_TOP_K, SparseSkin, covariances, yaw_transform
+from .state import Snapshot, TabState, body_pose_slot, motion_preset_names, pose_preset_names
 
 PoseSource = Union[SMPLXPose, str, Path, dict]
 SPLATS_NODE = "/avatar"
 MESH_NODE = "/body_mesh"
-MAX_FRAME_STEP_S = 0.25  # after a stall, playback skips at most this much time
 # viser stores covariances as float16, whose normal range starts at 6e-5: the variance of a
 # millimetre-thin Gaussian (1e-6 m²) would lose most of its bits or flush to zero. The splats are
 # sent in units of 1/128 m and their scene node is scaled back by 1/128 (viser applies the node's
 # scale to centers and covariances alike), so variances from (0.06 mm)² to (2 m)² stay normal.
 VISER_UNITS_PER_METRE = 128.0
 FLOAT16_MAX = 65504.0
+
+__all__ = ["AvatarViewer", "SplatFrame", "Tab", "launch_viewer", "motion_preset_names", "pose_preset_names",
+           "viser_arrays"]
 
 
 @dataclass(frozen=True)
@@ -60,39 +77,23 @@ def viser_arrays(frame: SplatFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray,
 
 
 @dataclass
-class PoseState:
-    """Everything that decides the frame on screen."""
+class Tab:
+    """One open browser tab: its client, pose state, panel and scene nodes."""
 
-    pose: SMPLXPose  # the hand-set pose (one frame)
-    yaw: float = 0.0  # degrees about +Y
-    motion: Optional[SMPLXPose] = None
-    motion_name: str = ""
-    source: str = "pose"  # "pose" or "motion"
-    frame: float = 0.0  # position in the motion, in frames
-    playing: bool = False
-    speed: float = 1.0
-    show_mesh: bool = False
-    version: int = 0
-    uploads: dict[str, SMPLXPose] = field(default_factory=dict)
+    client: viser.ClientHandle
+    state: TabState
+    panel: ControlPanel
+    splats: viser.GaussianSplatHandle
+    mesh: Optional[viser.MeshHandle]
+    frame: Optional[SplatFrame] = None  # the Gaussians last sent to this tab
 
-
-def pose_preset_names() -> list[str]:
-    """Single-frame presets (motions excluded)."""
-    return [name for name in preset_names() if name not in MOTION_PRESETS]
-
-
-def motion_preset_names() -> list[str]:
-    return [name for name in preset_names() if name in MOTION_PRESETS] or sorted(MOTION_PRESETS)
-
-
-def _body_pose_slot(joint: str) -> int:
-    if joint not in SMPLX_JOINT_NAMES[1:22]:
-        raise ValueError(f"'{joint}' is not an SMPL-X body joint; choose one of {', '.join(SMPLX_JOINT_NAMES[1:22])}")
-    return SMPLX_JOINT_NAMES.index(joint) - 1
+    @property
+    def client_id(self) -> int:
+        return self.client.client_id
 
 
 class AvatarViewer:
-    """A browser viewer of one avatar, with reposing and motion playback.
+    """A browser viewer of one avatar, with reposing and motion playback (one pose per tab).
 
     Args:
         gaussians: canonical Gaussians ``[N, ...]``; with ``skin_weights [N, J]`` they repose.
@@ -131,15 +132,12 @@ class AvatarViewer:
 
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
-        self._state = PoseState(pose=self.rest_pose())
-        self._drawn_version = -1
+        self._template = TabState(self.rest_pose(), self._wake)  # what a new tab starts from
+        self._tabs: dict[int, Tab] = {}
         self._stopping = False
         self._server: Optional[viser.ViserServer] = None
-        self._splats: Optional[viser.GaussianSplatHandle] = None
-        self._mesh: Optional[viser.MeshHandle] = None
-        self._panel = None  # viewer.controls.ControlPanel once started
         self._thread: Optional[threading.Thread] = None
-        self._last_frame: Optional[SplatFrame] = None
+        self._framing_cache: Optional[tuple[np.ndarray, float]] = None
         self.last_error: Optional[str] = None
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -149,10 +147,16 @@ class AvatarViewer:
         if self._server is not None:
             return self
         self._stopping = False
-        server = viser.ViserServer(host=self.host, port=self.port, label=self.title, verbose=False)
+        server = serve_patched_client(host=self.host, port=self.port, label=self.title, verbose=False)
         self._server = server
         try:
-            self._build_scene(server)
+            self.port = server.get_port()
+            server.scene.set_up_direction("+y")
+            centre, height = self._framing()
+            server.initial_camera.look_at = tuple(centre)
+            server.initial_camera.position = (centre[0], centre[1] + 0.1 * height, centre[2] + 2.2 * height)
+            server.on_client_connect(self._open_tab)
+            server.on_client_disconnect(self._close_tab)
         except BaseException:
             self.stop()
             raise
@@ -160,48 +164,27 @@ class AvatarViewer:
         self._thread.start()
         return self
 
-    def _build_scene(self, server: viser.ViserServer) -> None:
-        from .controls import ControlPanel
-
-        self.port = server.get_port()
-        with self._lock:
-            version, pose, yaw = self._state.version, self._shown_pose(), self._state.yaw
-        frame = self.compute_splats(pose, yaw, version)
-        self._splats = server.scene.add_gaussian_splats(
-            SPLATS_NODE, *viser_arrays(frame), scale=1.0 / VISER_UNITS_PER_METRE)
-        self._commit(frame)
-        server.scene.set_up_direction("+y")
-        centre, height = self._framing()
-        server.initial_camera.look_at = tuple(centre)
-        server.initial_camera.position = (centre[0], centre[1] + 0.1 * height, centre[2] + 2.2 * height)
-        server.scene.add_grid("/ground", width=4.0, height=4.0, plane="xz", cell_size=0.25,
-                              position=(centre[0], centre[1] - height / 2, centre[2]))
-        if self.body is not None:
-            self._mesh = server.scene.add_mesh_simple(
-                MESH_NODE, self.body.rest_vertices.detach().cpu().numpy(),
-                self.body.faces.detach().cpu().numpy().astype(np.uint32),
-                color=(120, 170, 230), opacity=0.5, visible=False)
-        self._panel = ControlPanel(server, self)
-
     def _framing(self) -> tuple[np.ndarray, float]:
-        """Centre and height of the avatar in its first pose (to place the camera and the floor)."""
-        points = self._last_frame.centers if self._last_frame is not None else self.gaussians.means.detach().cpu().numpy()
-        low, high = points.min(axis=0), points.max(axis=0)
-        return (low + high) / 2, float(max(high[1] - low[1], 0.5))
+        """Centre and height of the avatar in the template's pose (to place the camera)."""
+        if self._framing_cache is None:
+            points = self.compute_splats(self._template.shown_pose(), self._template.yaw).centers
+            low, high = points.min(axis=0), points.max(axis=0)
+            self._framing_cache = ((low + high) / 2, float(max(high[1] - low[1], 0.5)))
+        return self._framing_cache
 
     def stop(self) -> None:
         """Stop playback, the render thread and the server. Safe to call twice."""
         with self._wake:
             self._stopping = True
-            self._state.playing = False
             self._wake.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
-        self._panel = None
         if self._server is not None:
             self._server.stop()
             self._server = None
+        with self._wake:
+            self._tabs.clear()
 
     def __enter__(self) -> "AvatarViewer":
         return self.start()
@@ -218,7 +201,60 @@ class AvatarViewer:
     def server(self) -> Optional[viser.ViserServer]:
         return self._server
 
-    # --- pose API (also what the panel calls) -------------------------------------------------
+    # --- tabs ---------------------------------------------------------------------------------
+
+    @property
+    def tabs(self) -> list[Tab]:
+        """The open tabs, in the order they connected."""
+        with self._lock:
+            return [self._tabs[i] for i in sorted(self._tabs)]
+
+    def tab(self, client_id: int) -> Optional[Tab]:
+        with self._lock:
+            return self._tabs.get(client_id)
+
+    def _open_tab(self, client: viser.ClientHandle) -> None:
+        """A browser connected: give it its own state (a copy of the template), panel and splats."""
+        state = self._template.copy()
+        snapshot = state.step(time.perf_counter())
+        frame = self.compute_splats(snapshot.pose, snapshot.yaw, snapshot.version)
+        state.drawn_version = snapshot.version
+        with client.atomic():
+            splats = client.scene.add_gaussian_splats(SPLATS_NODE, *viser_arrays(frame),
+                                                      scale=1.0 / VISER_UNITS_PER_METRE)
+            mesh = None
+            if self.body is not None:
+                mesh = client.scene.add_mesh_simple(
+                    MESH_NODE, self.body.rest_vertices.detach().cpu().numpy(),
+                    self.body.faces.detach().cpu().numpy().astype(np.uint32),
+                    color=(120, 170, 230), opacity=0.5, visible=False)
+            panel = ControlPanel(client.gui, state if self.can_repose else None, client,
+                                 report_error=self.report_error,
+                                 upload=lambda name, content, who: self._upload([state], name, content, who),
+                                 load_motion=lambda name: self._load_motion([state], name))
+        tab = Tab(client, state, panel, splats, mesh, frame)
+        with self._wake:
+            if self._stopping:
+                return
+            state.panel = panel if self.can_repose else None
+            panel.attach()
+            self._tabs[client.client_id] = tab
+            self._wake.notify_all()  # draws the template's pose (and resumes its playback) for this tab
+
+    def _close_tab(self, client: viser.ClientHandle) -> None:
+        with self._wake:
+            self._tabs.pop(client.client_id, None)
+            self._wake.notify_all()
+
+    def _states(self, client: Optional[viser.ClientHandle] = None) -> list[TabState]:
+        """The template and every open tab's state (``client``: that tab's only)."""
+        with self._lock:
+            if client is not None:
+                tab = self._tabs.get(client.client_id)
+                return [tab.state] if tab is not None else []
+            return [self._template] + [tab.state for tab in self._tabs.values()]
+
+    # --- pose API: poses the template (new tabs) and every open tab ----------------------------
 
     def rest_pose(self) -> SMPLXPose:
         """The SMPL-X pose that leaves the canonical avatar where it is."""
@@ -231,71 +267,64 @@ class AvatarViewer:
         if pose.num_frames > 1:
             self.load_motion(pose, name=source if isinstance(source, str) else "motion")
             return
-        with self._changing() as state:
-            state.pose, state.source, state.playing = pose.frame(0), "pose", False
-            self._sync_pose(preset=source if isinstance(source, str) else None)
-            self._sync_playback()
+        for state in self._states():
+            state.set_pose(pose, source if isinstance(source, str) else None)
 
     def set_joint(self, joint: str, rotvec: Union[Tensor, tuple[float, float, float]]) -> None:
         """Set one SMPL-X body joint's local rotation (axis-angle, radians). While a motion is
         shown, its current frame becomes the hand-set pose first (and playback pauses)."""
-        slot = _body_pose_slot(joint)
-        with self._changing() as state:
-            pose = self._editable_pose()
-            pose.body_pose[0, slot] = torch.as_tensor(rotvec, dtype=torch.float32)
-            state.pose = pose
-            self._sync_pose()
+        slot = body_pose_slot(joint)
+        for state in self._states():
+            state.set_joint(slot, torch.as_tensor(rotvec, dtype=torch.float32))
 
     def joint_rotation(self, joint: str) -> Tensor:
-        """The shown local rotation of one body joint (axis-angle ``[3]``, radians)."""
-        slot = _body_pose_slot(joint)
-        with self._lock:
-            return self._shown_pose().body_pose[0, slot].clone()
+        """The template's shown local rotation of one body joint (axis-angle ``[3]``, radians)."""
+        return self._template.joint_rotation(body_pose_slot(joint))
 
     def set_yaw(self, degrees: float) -> None:
         """Turn the whole avatar about the vertical axis."""
-        with self._changing() as state:
-            state.yaw = float(degrees)
-            self._sync_pose()
+        for state in self._states():
+            state.set_yaw(degrees)
 
     def reset(self) -> None:
         """Back to the rest pose, facing forward, with no motion playing."""
-        with self._changing() as state:
-            state.pose, state.yaw, state.source, state.playing = self.rest_pose(), 0.0, "pose", False
-            state.motion, state.motion_name, state.frame = None, "", 0.0
-            self._sync_pose(preset="")
-            self._sync_motion()
+        for state in self._states():
+            state.reset()
 
     @property
     def pose(self) -> SMPLXPose:
-        """The pose on screen (one frame), before the yaw turn."""
-        with self._lock:
-            return self._shown_pose()
+        """The template's pose (one frame), before the yaw turn."""
+        return self._template.shown_pose()
 
     # --- motion API ---------------------------------------------------------------------------
 
     def load_motion(self, source: PoseSource, name: Optional[str] = None, play: bool = True) -> None:
         """Load a motion (an :class:`SMPLXPose` sequence, a motion preset name or an ``.npz`` path)
         and start playing it. Raises :class:`~sigman.pose.PoseFileError` for a bad file."""
-        with self._lock:
-            uploaded = self._state.uploads.get(source) if isinstance(source, str) else None
-        motion = uploaded if uploaded is not None else resolve_pose(source)
+        motion = resolve_pose(source)
         name = name or (source if isinstance(source, str) else "motion")
-        with self._changing() as state:
-            state.motion, state.motion_name = motion, str(name)
-            state.source, state.frame, state.playing = "motion", 0.0, play and motion.num_frames > 1
-            self._sync_motion()
+        for state in self._states():
+            state.load_motion(motion, name, play)
+
+    def _load_motion(self, states: list[TabState], name: str) -> None:
+        """A motion picked by name in a panel: an upload of that tab, or a preset."""
+        for state in states:
+            motion = state.upload(name)
+            state.load_motion(motion if motion is not None else resolve_pose(name), name)
 
     def clear_motion(self) -> None:
         """Drop the motion and show the hand-set pose."""
-        with self._changing() as state:
-            state.motion, state.motion_name, state.source, state.playing, state.frame = None, "", "pose", False, 0.0
-            self._sync_motion()
+        for state in self._states():
+            state.clear_motion()
 
     def upload_motion(self, filename: str, content: bytes, client: Optional[viser.ClientHandle] = None) -> Optional[str]:
-        """Load an uploaded SMPL-X / AMASS ``.npz`` (raw bytes). A sequence plays as a motion, a
-        single frame becomes the pose. Never raises: returns the error message (also shown in the
-        panel and as a notification) or ``None`` on success."""
+        """Load an uploaded SMPL-X / AMASS ``.npz`` (raw bytes) into every tab (``client``: that
+        tab only). A sequence plays as a motion, a single frame becomes the pose. Never raises:
+        returns the error message (also shown in the panel and as a notification) or ``None``."""
+        return self._upload(self._states(client) if client is not None else self._states(), filename, content, client)
+
+    def _upload(self, states: list[TabState], filename: str, content: bytes,
+                client: Optional[viser.ClientHandle]) -> Optional[str]:
         try:
             if len(content) > MAX_POSE_FILE_BYTES:
                 raise PoseFileError(f"larger than {MAX_POSE_FILE_BYTES >> 20} MiB; upload a shorter sequence")
@@ -304,84 +333,81 @@ class AvatarViewer:
             return self.report_error(f"Could not load {filename}", str(err), client)
         except Exception as err:  # a file must never take the viewer down
             return self.report_error(f"Could not load {filename}", f"{err.__class__.__name__}: {err}", client)
-        if pose.num_frames == 1:
-            self.set_pose(pose)
-            self.report_status(f"Pose loaded from **{filename}**.")
-            return None
         name = f"upload: {Path(filename).stem}"
-        with self._changing() as state:
-            state.uploads[name] = pose
-        self.load_motion(pose, name=name)
-        self.report_status(f"Motion **{filename}**: {pose.num_frames} frames at {pose.fps:g} fps.")
+        for state in states:
+            if pose.num_frames == 1:
+                state.set_pose(pose)
+            else:
+                state.add_upload(name, pose)
+                state.load_motion(pose, name)
+        if pose.num_frames == 1:
+            self.report_status(f"Pose loaded from **{filename}**.", client)
+        else:
+            self.report_status(f"Motion **{filename}**: {pose.num_frames} frames at {pose.fps:g} fps.", client)
         return None
 
     def play(self) -> None:
-        with self._changing() as state:
-            if state.motion is not None and state.motion.num_frames > 1:
-                state.source, state.playing = "motion", True
-            self._sync_playback()
+        for state in self._states():
+            state.play()
 
     def pause(self) -> None:
-        with self._changing() as state:
-            state.playing = False
-            self._sync_playback()
+        for state in self._states():
+            state.pause()
 
     def seek(self, frame: int) -> None:
         """Show frame ``frame`` of the motion (clamped)."""
-        with self._changing() as state:
-            if state.motion is not None:
-                state.source, state.frame = "motion", float(min(max(int(frame), 0), state.motion.num_frames - 1))
-            self._sync_playback()
+        for state in self._states():
+            state.seek(frame)
 
     def set_speed(self, speed: float) -> None:
-        with self._changing() as state:
-            state.speed = max(float(speed), 0.0)
+        for state in self._states():
+            state.set_speed(speed)
 
     def show_body_mesh(self, visible: bool) -> None:
         """Show the skinned body mesh (the body's default shape) under the Gaussians."""
-        with self._changing() as state:
-            state.show_mesh = bool(visible) and self.body is not None
+        for state in self._states():
+            state.show_body_mesh(bool(visible) and self.body is not None)
 
     @property
     def frame_index(self) -> int:
-        with self._lock:
-            return int(self._state.frame)
+        return self._template.frame_index
 
     @property
     def num_frames(self) -> int:
-        with self._lock:
-            return 0 if self._state.motion is None else self._state.motion.num_frames
+        return self._template.num_frames
 
     @property
     def is_playing(self) -> bool:
-        with self._lock:
-            return self._state.playing
+        """Whether the template plays (new tabs play its motion; with no tab open nothing is drawn)."""
+        return self._template.is_playing
 
     @property
     def motion_names(self) -> list[str]:
-        with self._lock:
-            return motion_preset_names() + list(self._state.uploads)
+        return self._template.motion_names
 
     @property
     def motion_name(self) -> str:
-        with self._lock:
-            return self._state.motion_name
+        return self._template.motion_name
 
     # --- what is on screen --------------------------------------------------------------------
 
     @property
     def splats(self) -> Optional[SplatFrame]:
-        """The Gaussians last sent to viser."""
-        with self._lock:
-            return self._last_frame
+        """The Gaussians last sent to the most recently opened tab (``None``: no tab open)."""
+        tabs = self.tabs
+        return tabs[-1].frame if tabs else None
 
     def wait_until_drawn(self, timeout: float = 5.0) -> bool:
-        """Block until every change made so far is on screen. False on timeout."""
+        """Block until every change made so far is on screen in every open tab. False on timeout."""
         with self._wake:
             if self._thread is None:
                 return False
-            target = self._state.version
-            return self._wake.wait_for(lambda: self._drawn_version >= target or self._stopping, timeout)
+            targets = {i: tab.state.state.version for i, tab in self._tabs.items()}
+
+            def drawn() -> bool:
+                return self._stopping or all(tab.state.drawn_version >= targets[i]
+                                             for i, tab in self._tabs.items() if i in targets)
+            return self._wake.wait_for(drawn, timeout)
 
     def posed(self, pose: SMPLXPose, yaw: float = 0.0) -> tuple[Tensor, Tensor]:
         """Posed means ``[N, 3]`` and quats ``[N, 4]`` of the avatar for one pose frame."""
@@ -406,44 +432,26 @@ class AvatarViewer:
     # --- messages to the user ------------------------------------------------------------------
 
     def report_error(self, title: str, message: str, client: Optional[viser.ClientHandle] = None) -> str:
-        """Show an error in the panel and as a notification (to ``client``, or every open tab);
-        also kept in :attr:`last_error`. Returns the one-line text."""
+        """Show an error in the panel and as a notification (to ``client``'s tab, or every open
+        tab); also kept in :attr:`last_error`. Returns the one-line text."""
         text = f"{title}: {message}"
         self.last_error = text
-        if self._panel is not None:
-            self._panel.show_error(title, message, client)
+        for tab in self._tabs_of(client):
+            tab.panel.show_error(title, message)
         return text
 
-    def report_status(self, markdown: str) -> None:
-        """A status line under the panel."""
-        if self._panel is not None:
-            self._panel.show_status(markdown)
+    def report_status(self, markdown: str, client: Optional[viser.ClientHandle] = None) -> None:
+        """A status line under the panel (of ``client``'s tab, or every open tab)."""
+        for tab in self._tabs_of(client):
+            tab.panel.show_status(markdown)
+
+    def _tabs_of(self, client: Optional[viser.ClientHandle]) -> list[Tab]:
+        if client is None:
+            return self.tabs
+        tab = self.tab(client.client_id)
+        return [tab] if tab is not None else []
 
     # --- internals ----------------------------------------------------------------------------
-
-    @contextmanager
-    def _changing(self) -> Iterator[PoseState]:
-        """Change the pose state (under the lock) and wake the render thread."""
-        with self._wake:
-            yield self._state
-            self._state.version += 1
-            self._wake.notify_all()
-
-    def _shown_pose(self) -> SMPLXPose:
-        state = self._state
-        if state.source == "motion" and state.motion is not None:
-            return state.motion.frame(min(int(state.frame), state.motion.num_frames - 1))
-        return state.pose
-
-    def _editable_pose(self) -> SMPLXPose:
-        """A copy of the shown pose that becomes the hand-set pose (pausing any motion)."""
-        state = self._state
-        pose = self._shown_pose().frame(0)
-        pose = SMPLXPose(**{k: (v.clone() if isinstance(v, Tensor) else v) for k, v in vars(pose).items()})
-        if state.source == "motion":
-            state.source, state.playing = "pose", False
-            self._sync_playback()
-        return pose
 
     def _transforms(self, pose: SMPLXPose, yaw: float, rest_joints: Tensor) -> Tensor:
         transforms = self.body.pose_transforms(pose, rest_joints)[0][0]  # [J, 4, 4]
@@ -456,71 +464,48 @@ class AvatarViewer:
         transforms = self._transforms(pose, yaw, self.body.rest_joints)
         return lbs_points(self.body.rest_vertices, self.body.skin_weights, transforms[None])[0].cpu().numpy()
 
-    def _commit(self, frame: SplatFrame) -> None:
-        with self._wake:
-            self._last_frame = frame
-            self._drawn_version = max(self._drawn_version, frame.version)
-            self._wake.notify_all()
+    def _draw(self, tab: Tab, snapshot: Snapshot) -> None:
+        frame = self.compute_splats(snapshot.pose, snapshot.yaw, snapshot.version)
+        with tab.client.atomic():
+            tab.splats.set_gaussians(*viser_arrays(frame))
+            if tab.mesh is not None:
+                if snapshot.show_mesh:
+                    tab.mesh.vertices = self._mesh_vertices(snapshot.pose, snapshot.yaw).astype(np.float32)
+                if tab.mesh.visible != snapshot.show_mesh:
+                    tab.mesh.visible = snapshot.show_mesh
+        tab.frame = frame
 
-    def _draw(self, pose: SMPLXPose, yaw: float, show_mesh: bool, version: int) -> None:
-        frame = self.compute_splats(pose, yaw, version)
-        server = self._server
-        if server is None:
-            return
-        with server.atomic():
-            self._splats.set_gaussians(*viser_arrays(frame))
-            if self._mesh is not None:
-                if show_mesh:
-                    self._mesh.vertices = self._mesh_vertices(pose, yaw).astype(np.float32)
-                if self._mesh.visible != show_mesh:
-                    self._mesh.visible = show_mesh
-        self._commit(frame)
+    def _due_tabs(self) -> Iterator[tuple[Tab, Snapshot]]:
+        """Wait (lock held) until some tab has a change or a playback frame due; step those tabs."""
+        while True:
+            if self._stopping:
+                return
+            now = time.perf_counter()
+            due = [tab for tab in self._tabs.values() if tab.state.due(now)]
+            if due:
+                for tab in due:
+                    yield tab, tab.state.step(now)
+                return
+            waits = [w for w in (tab.state.next_step_in(now) for tab in self._tabs.values()) if w is not None]
+            self._wake.wait(timeout=min(waits) if waits else None)  # no tab playing: sleep until woken
 
     def _render_loop(self) -> None:
-        clock = time.perf_counter()
         while True:
             with self._wake:
-                state = self._state
-                while not self._stopping and not state.playing and state.version == self._drawn_version:
-                    self._wake.wait()
-                    clock = time.perf_counter()
+                jobs = list(self._due_tabs())
                 if self._stopping:
                     return
-                now = time.perf_counter()
-                if state.playing and state.motion is not None:
-                    step = min(now - clock, MAX_FRAME_STEP_S) * state.motion.fps * state.speed
-                    state.frame = (state.frame + step) % state.motion.num_frames
-                    state.version += 1
-                    self._sync_playback()
-                clock = now
-                version, pose, yaw, show_mesh = state.version, self._shown_pose(), state.yaw, state.show_mesh
-            try:
-                self._draw(pose, yaw, show_mesh, version)
-            except Exception as err:  # keep serving; say what went wrong
+            for tab, snapshot in jobs:
+                if self.tab(tab.client_id) is not tab:  # closed meanwhile
+                    continue
+                try:
+                    self._draw(tab, snapshot)
+                except Exception as err:  # keep serving; say what went wrong
+                    tab.state.stop_playing()
+                    self.report_error("Could not draw this pose", f"{err.__class__.__name__}: {err}", tab.client)
                 with self._wake:
-                    self._state.playing = False
-                    self._drawn_version = version
+                    tab.state.drawn_version = max(tab.state.drawn_version, snapshot.version)
                     self._wake.notify_all()
-                self.report_error("Could not draw this pose", f"{err.__class__.__name__}: {err}", None)
-            with self._wake:
-                if state.playing and not self._stopping and state.motion is not None:
-                    period = 1.0 / max(state.motion.fps * max(state.speed, 1e-3), 1e-3)
-                    self._wake.wait(timeout=max(0.0, period - (time.perf_counter() - clock)))
-
-    # --- panel sync (no-ops before start) -----------------------------------------------------
-
-    def _sync_pose(self, preset: Optional[str] = None) -> None:
-        if self._panel is not None:
-            self._panel.show_pose(self._state.yaw, preset)
-
-    def _sync_motion(self) -> None:
-        if self._panel is not None:
-            self._panel.show_motion(self.motion_names, self._state.motion_name, self.num_frames)
-            self._sync_playback()
-
-    def _sync_playback(self) -> None:
-        if self._panel is not None:
-            self._panel.show_playback(int(self._state.frame), self._state.playing)
 
 
 def launch_viewer(gaussians: Gaussians, body: Optional[BodyModel] = None, rest_joints: Optional[Tensor] = None,
