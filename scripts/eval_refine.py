@@ -147,7 +147,8 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list]:
         if args.save_grid and len(grid_rows) < args.grid_items:
             back = views.index(back_view(item, source, targets))
             truth = torch.stack([gt[0], gt[back]]).cpu()
-            gen = torch.stack([renders["raw"][0], renders["refined"][0], renders["raw"][back], renders["refined"][back]]).cpu()
+            gen = torch.stack([renders["raw"][0], renders["projected"][0], renders["refined"][0],
+                               renders["raw"][back], renders["refined"][back]]).cpu()
             grid_rows.append((truth, gen))
     summary = {}
     for name in ("raw", "projected", "refined"):
@@ -162,12 +163,29 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list]:
     return result, grid_rows
 
 
+def crop_to_person(images: torch.Tensor, margin: float = 0.08) -> torch.Tensor:
+    """Crop ``[K, 3, H, W]`` images (white background) to one square around every non-white pixel."""
+    ink = (images < 0.98).any(dim=1).any(dim=0)  # [H, W]
+    rows, cols = torch.nonzero(ink.any(1))[:, 0], torch.nonzero(ink.any(0))[:, 0]
+    if rows.numel() == 0:
+        return images
+    h, w = ink.shape
+    cy, cx = (rows[0] + rows[-1]).item() / 2, (cols[0] + cols[-1]).item() / 2
+    half = max(rows[-1] - rows[0], cols[-1] - cols[0]).item() / 2 * (1 + margin) + 2
+    y0, x0 = max(0, int(cy - half)), max(0, int(cx - half))
+    y1, x1 = min(h, int(cy + half) + 1), min(w, int(cx + half) + 1)
+    return images[..., y0:y1, x0:x1]
+
+
 def save_grid(path: str, rows: list, cell: int = 256) -> Path:
-    """photo | raw | refined (input view), then true back | raw back | refined back, one row per item."""
-    grid_rows = [(truth[0], torch.stack([gen[0], gen[1], truth[1]]), torch.stack([gen[2], gen[3]])) for truth, gen in rows]
-    # comparison_grid wants the same count of "truth" and "generated" cells: pad the last column
-    grid_rows = [(p, t, torch.cat([g, torch.ones_like(g[:1])])) for p, t, g in grid_rows]
-    labels = ["photo", "raw", "refined", "true back", "raw back", "refined back", ""]
+    """photo | raw | projected | refined (input view), then true back | raw back | refined back, one row per item,
+    each row cropped to the person."""
+    grid_rows = []
+    for truth, gen in rows:
+        # photo, true back, raw, projected, refined, raw back, refined back
+        cells = crop_to_person(torch.cat([truth, gen]))
+        grid_rows.append((cells[0], cells[[2, 3, 4]], cells[[1, 5, 6]]))
+    labels = ["photo", "raw", "projected", "refined", "true back", "raw back", "refined back"]
     return write_image(path, comparison_grid(grid_rows, cell, labels))
 
 

@@ -58,6 +58,10 @@ class RefineConfig:
     (:meth:`resolved`): more steps and the photo's own resolution on CUDA, fewer and smaller on CPU."""
 
     steps: Optional[int] = None  # Adam steps (CUDA 80, CPU 30); 0: projection only
+    align_steps: Optional[int] = None  # silhouette-only pose + camera steps before the projection (CUDA 40, CPU 15)
+    align_size: Optional[int] = None  # long side of the alignment render (CUDA 256, CPU 128)
+    lr_align_pose: float = 1e-2  # radians per step while aligning
+    lr_align_camera: float = 3e-3  # radians / metres per step while aligning
     render_size: Optional[int] = None  # long side of the fitted render, px (CUDA: photo size up to 1024; CPU 256)
     backend: str = "auto"  # render backend: gsplat on CUDA, torch on CPU
     # learning rates (Adam), per group
@@ -90,10 +94,12 @@ class RefineConfig:
     def resolved(self, device: Union[str, torch.device], photo_size: tuple[int, int]) -> "RefineConfig":
         """A copy with the ``None`` fields set for ``device`` and a photo of ``(width, height)``."""
         cuda = torch.device(device).type == "cuda"
-        steps = self.steps if self.steps is not None else (80 if cuda else 30)
+        pick = lambda value, on_cuda, on_cpu: int(value if value is not None else (on_cuda if cuda else on_cpu))
         long_side = max(photo_size)
-        size = self.render_size if self.render_size is not None else (min(long_side, 1024) if cuda else min(long_side, 256))
-        return dataclasses.replace(self, steps=int(steps), render_size=int(size))
+        return dataclasses.replace(
+            self, steps=pick(self.steps, 80, 30), align_steps=pick(self.align_steps, 40, 15),
+            render_size=pick(self.render_size, min(long_side, 1024), min(long_side, 256)),
+            align_size=pick(self.align_size, min(long_side, 256), min(long_side, 128)))
 
 
 @dataclass
@@ -107,7 +113,7 @@ class RefineResult:
         projection: the per-Gaussian photo weights and colours.
         background: ``[3]`` the photo's background colour.
         losses: per step ``{"total", "l1", "dssim", "alpha"}``.
-        timings: seconds per stage (``project``, ``refine``, ``total``).
+        timings: seconds per stage (``align``, ``project``, ``refine``, ``total``).
     """
 
     canonical: Gaussians
@@ -197,6 +203,57 @@ def _camera_with(camera: Camera, rotation: Tensor, translation: Tensor, log_foca
     return Camera(delta @ camera.viewmats, camera.Ks * scale, camera.width, camera.height)
 
 
+def _render_size(width: int, height: int, long_side: int) -> tuple[int, int]:
+    scale = long_side / max(width, height)
+    return max(8, round(width * scale)), max(8, round(height * scale))
+
+
+def align_to_silhouette(canonical: Gaussians, body: BodyModel, rest_joints: Tensor, pose: SMPLXPose, camera: Camera,
+                        mask: Tensor, config: RefineConfig,
+                        progress: Optional[Callable[[int], None]] = None) -> tuple[SMPLXPose, Camera]:
+    """Correct the fit's pose (root + body joints, translation) and camera (rotation, translation, focal) so
+    the avatar's alpha matches the person ``mask [H, W]``: ``config.align_steps`` Adam steps on
+    ``|alpha - mask|`` plus the pose / camera regularisers, at ``config.align_size``. The photo's colours
+    are not used (the model's may be wrong), so this is safe before the projection."""
+    w, h = camera.width, camera.height
+    rw, rh = _render_size(w, h, config.align_size)
+    target = _resize(mask[None], rw, rh)[0]
+    small = scaled_camera(camera, rw, rh)
+    joints0 = torch.cat([pose.global_orient, pose.body_pose[0]], dim=0).float()
+    transl0 = pose.transl[0].float()
+    d_joints = torch.zeros_like(joints0, requires_grad=True)
+    d_transl = torch.zeros_like(transl0, requires_grad=True)
+    d_rot = torch.zeros(3, device=mask.device, requires_grad=True)
+    d_trans = torch.zeros(3, device=mask.device, requires_grad=True)
+    d_focal = torch.zeros(1, device=mask.device, requires_grad=True)
+    groups = []
+    if config.optimize_pose:
+        groups += [{"params": [d_joints], "lr": config.lr_align_pose}, {"params": [d_transl], "lr": config.lr_align_camera}]
+    if config.optimize_camera:
+        groups += [{"params": [d_rot, d_trans], "lr": config.lr_align_camera},
+                   {"params": [d_focal], "lr": config.lr_align_camera}]
+    if not groups or config.align_steps <= 0:
+        return pose, camera
+    optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99))
+    solid = canonical.with_(colors=torch.zeros_like(canonical.colors))
+    for step in range(config.align_steps):
+        p = _pose_with(pose, joints0 + d_joints, transl0 + d_transl)
+        out = render(posed_frame(solid, body, rest_joints, p), _camera_with(small, d_rot, d_trans, d_focal),
+                     background=None, backend=config.backend)
+        loss = (out.alpha[0, ..., 0] - target).abs().mean()
+        loss = loss + config.w_pose * (d_joints.square().sum() + d_transl.square().sum())
+        loss = loss + config.w_camera * (d_rot.square().sum() + d_trans.square().sum() + d_focal.square().sum())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if progress is not None:
+            progress(step + 1)
+    with torch.no_grad():
+        p = _pose_with(pose, (joints0 + d_joints).detach(), (transl0 + d_transl).detach())
+        cam = _camera_with(camera, d_rot.detach(), d_trans.detach(), d_focal.detach())
+    return p, cam
+
+
 # --- the stage ----------------------------------------------------------------------------------------
 
 def refine_avatar(canonical: Gaussians, body: BodyModel, template: UVTemplate, rest_joints: Tensor,
@@ -236,8 +293,14 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: UVTemplate, r
     canonical = canonical.detach().to(torch.float32)
     timings: dict[str, float] = {}
 
-    # 1. projection
-    report(0.0, "projecting the photo")
+    # 1. alignment of the fit to the person's silhouette, then the projection
+    total_steps = max(1, cfg.align_steps + cfg.steps)
+    if cfg.align_steps > 0:
+        report(0.0, "aligning the body to the photo")
+        pose, camera = align_to_silhouette(canonical, body, rest_joints, pose, camera, mask_t, cfg,
+                                           lambda i: report(i / total_steps, f"aligning {i}/{cfg.align_steps}"))
+    timings["align"] = time.perf_counter() - start
+    report(cfg.align_steps / total_steps, "projecting the photo")
     with torch.no_grad():
         posed_vertices = body(pose, None if shape is None else shape.to(device)).vertices[0]
         posed = posed_frame(canonical, body, rest_joints, pose)
@@ -245,7 +308,7 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: UVTemplate, r
     colors0 = match_unseen_colors(projection.colors, canonical.colors, projection.weight, canonical.means, cfg.projection)
     projected = canonical.with_(colors=colors0)
     background = background_color(photo_t, mask_t)
-    timings["project"] = time.perf_counter() - start
+    timings["project"] = time.perf_counter() - start - timings["align"]
     if cfg.steps <= 0:
         timings["refine"], timings["total"] = 0.0, time.perf_counter() - start
         report(1.0, "done")
@@ -253,8 +316,7 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: UVTemplate, r
 
     # 2. refinement, on the Gaussians facing the camera, at the render size
     tick = time.perf_counter()
-    scale = cfg.render_size / max(w, h)
-    rw, rh = max(8, round(w * scale)), max(8, round(h * scale))
+    rw, rh = _render_size(w, h, cfg.render_size)
     target_mask = _resize(mask_t[None], rw, rh)  # [1, rh, rw]
     target = _resize(photo_t.permute(2, 0, 1), rw, rh) * target_mask + background[:, None, None] * (1 - target_mask)
     render_camera = scaled_camera(camera, rw, rh)
@@ -321,8 +383,9 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: UVTemplate, r
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append({"total": float(loss), "l1": float(l1), "dssim": float(dssim), "alpha": float(l_alpha)})
-        report((step + 1) / cfg.steps, f"refining {step + 1}/{cfg.steps}")
+        losses.append({"total": float(loss.detach()), "l1": float(l1.detach()), "dssim": float(dssim.detach()),
+                       "alpha": float(l_alpha.detach())})
+        report((cfg.align_steps + step + 1) / total_steps, f"refining {step + 1}/{cfg.steps}")
 
     with torch.no_grad():
         g, p = current()

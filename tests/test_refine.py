@@ -72,9 +72,9 @@ def test_unseen_colours_shift_by_the_seen_side_mismatch():
     seen = points[:, 2] > 0.5
     colors[seen] += torch.tensor([0.2, -0.1, 0.0])  # the photo is redder, less green than the model
     weight = seen.float()
-    out = match_unseen_colors(colors, model, weight, points, PhotoProjectionConfig(match_radius=0.2))
+    out = match_unseen_colors(colors, model, weight, points, PhotoProjectionConfig(match_radius=0.1))
     assert torch.equal(out[seen], colors[seen])
-    near = (~seen) & (points[:, 2] > 0.4)
+    near = (~seen) & (points[:, 2] > 0.45)
     far = (~seen) & (points[:, 2] < 0.05)
     shift_near = (out[near] - model[near]).mean(0)
     shift_far = (out[far] - model[far]).mean(0)
@@ -91,6 +91,7 @@ def test_uv_neighbour_pairs_are_grid_neighbours(uv64):
     assert pairs.shape[0] > uv64.num_points  # most texels have a right and a down neighbour
 
 
+@pytest.mark.slow
 def test_refinement_fits_the_photo_and_recovers_a_perturbed_camera(scene):
     # a camera 1.5 degrees and 2 cm off, as an imperfect fit
     cam = scene["camera"]
@@ -99,12 +100,12 @@ def test_refinement_fits_the_photo_and_recovers_a_perturbed_camera(scene):
     delta[:3, :3] = torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]])
     delta[:3, 3] = torch.tensor([0.02, 0.0, 0.0])
     off = Camera(delta @ cam.viewmats, cam.Ks, cam.width, cam.height)
-    config = RefineConfig(steps=12, render_size=SIZE, lr_color=0.03, optimize_pose=False)
+    config = RefineConfig(steps=6, align_steps=5, render_size=64, align_size=64, lr_color=0.05, optimize_pose=False)
     seen_fraction = []
     result = refine_avatar(scene["model"], scene["body"], scene["template"], scene["rest_joints"], None,
                            scene["pose"], off, scene["photo"], scene["mask"], config,
                            progress=lambda f, stage: seen_fraction.append(f))
-    assert seen_fraction[-1] == 1.0 and len(result.losses) == 12
+    assert seen_fraction[-1] == 1.0 and len(result.losses) == 6
     assert result.losses[-1]["total"] < 0.8 * result.losses[0]["total"]
     # the refined avatar, in the true view, is closer to the photo than the projection alone
     def error(canonical, camera):
@@ -112,9 +113,9 @@ def test_refinement_fits_the_photo_and_recovers_a_perturbed_camera(scene):
         return (torch.from_numpy(image).float() / 255 - scene["photo"]).abs().mean()
 
     assert error(result.canonical, result.camera) < error(result.projected, off)
-    # what the photo does not see keeps the model's colour
+    # the refinement leaves what the camera cannot see as the projection left it
     back = result.projection.cos < -0.3
-    assert torch.allclose(result.canonical.colors[back], scene["model"].colors[back], atol=1e-6)
+    assert int(back.sum()) > 0 and torch.equal(result.canonical.colors[back], result.projected.colors[back])
     # the refined camera moved back towards the true one
     moved = (result.camera.viewmats[0, :3, 3] - off.viewmats[0, :3, 3]).norm()
     before = (off.viewmats[0, :3, 3] - cam.viewmats[0, :3, 3]).norm()

@@ -49,7 +49,7 @@ def test_torch_rasterizer_gradients_match_finite_differences():
     for name in NAMES:
         analytic = leaves[name].grad
         assert analytic.abs().max() > 1e-3, name  # a gradient that is really there
-        for _ in range(3):  # directional derivatives along random directions touching every element
+        for _ in range(2):  # directional derivatives along random directions touching every element
             direction = torch.randn(params[name].shape, generator=g, dtype=torch.float64)
             plus = {k: (v + eps * direction if k == name else v) for k, v in params.items()}
             minus = {k: (v - eps * direction if k == name else v) for k, v in params.items()}
