@@ -15,7 +15,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ from sigman.render import Camera, fit_orbit_to_points, render
 from sigman.sampling import SAMPLERS, sample
 from sigman.uv import UVTemplate, build_uv_template
 from sigman.weights import WeightsError, load_json, load_weights, save_json, save_weights
+
+if TYPE_CHECKING:
+    from sigman.refine import RefineConfig, RefineResult
 
 ProgressFn = Callable[[float, str], None]
 PIPELINE_FILE = "pipeline.json"
@@ -88,6 +91,9 @@ class PipelineOutput:
     rest_joints: Tensor  # [J, 3] canonical joints of this subject
     timings: dict[str, float]
     pose_note: str = ""  # what was done to the pose file's frame (e.g. Z-up rotated to Y-up); show it
+    pose: Optional[SMPLXPose] = None  # the pose of ``posed``
+    raw_canonical: Optional[Gaussians] = None  # the model's own output when ``canonical`` was refined
+    refinement: Optional["RefineResult"] = None  # set by SigmanPipeline.refine
 
 
 def _vae_config(name: str, overrides: dict) -> VAEConfig:
@@ -350,4 +356,32 @@ class SigmanPipeline:
             renders, cameras = self.render_views(first, num_views, render_size, views)
             lap("render")
         report(1.0, "done")
-        return PipelineOutput(canonical, posed, renders, cameras, latents, photo, rest_joints, timings, pose_file.note)
+        return PipelineOutput(canonical, posed, renders, cameras, latents, photo, rest_joints, timings, pose_file.note, pose)
+
+    def refine(self, output: PipelineOutput, photo, mask, fit, config: Optional["RefineConfig"] = None,
+               num_views: int = 4, render_size: int = 512, progress: Optional[ProgressFn] = None) -> PipelineOutput:
+        """Make the seen side of ``output``'s avatar the photo itself (:mod:`sigman.refine`).
+
+        Args:
+            output: what ``__call__`` returned, decoded on the fitted shape (``shape=fit.shape``).
+            photo: ``[H, W, 3]`` the user's photo (uint8, or float in [0, 1]); mask: ``[H, W]`` its person mask.
+            fit: the body fit of the photo (``.pose``, ``.shape``, ``.camera`` at the photo's size, as
+                :class:`sigman.fit.BodyFit`).
+        Returns:
+            a copy of ``output`` whose ``canonical`` (and ``posed`` / ``renders``) are the refined
+            avatar's, with ``raw_canonical`` the model's and ``refinement`` the :class:`RefineResult`.
+        """
+        from sigman.refine import RefineConfig, refine_avatar
+
+        result = refine_avatar(output.canonical, self.body, self.template, output.rest_joints, fit.shape, fit.pose,
+                               fit.camera, photo, mask, config or RefineConfig(), progress)
+        canonical = result.canonical
+        posed = self.pose_gaussians(canonical, output.rest_joints, output.pose) if output.pose is not None else output.posed
+        renders, cameras = output.renders, output.cameras
+        if renders is not None and num_views > 0:
+            first = posed.with_(means=posed.means[0], quats=posed.quats[0], scales=posed.scales[0],
+                                opacities=posed.opacities[0], colors=posed.colors[0])
+            renders, cameras = self.render_views(first, num_views, render_size)
+        timings = {**output.timings, "refine": result.timings["total"]}
+        return dataclasses.replace(output, canonical=canonical, posed=posed, renders=renders, cameras=cameras,
+                                   timings=timings, raw_canonical=output.canonical, refinement=result)

@@ -83,3 +83,24 @@ def test_missing_and_mismatched_weights(pipe, tmp_path, anny_body):
     (tmp_path / "m2" / "transformer.safetensors").write_bytes(b"garbage")
     with pytest.raises(WeightsError, match="not a readable safetensors"):
         SigmanPipeline.from_pretrained(tmp_path / "m2", body=anny_body)
+
+
+def test_refine_replaces_canonical_and_keeps_the_raw_output(pipe):
+    from types import SimpleNamespace
+
+    from sigman.refine import RefineConfig
+    from sigman.render import fit_orbit_to_points
+
+    photo = person_image()
+    out = pipe(photo, "a_pose", seed=1, num_views=1, render_size=32)
+    posed = out.posed.means[0]
+    camera = fit_orbit_to_points(posed, 1, width=photo.shape[1], height=photo.shape[0])
+    mask = (photo.min(axis=-1) < 250).astype(np.float32)
+    fit = SimpleNamespace(pose=out.pose, shape=None, camera=camera)
+    refined = pipe.refine(out, photo, mask, fit, RefineConfig(steps=2, align_steps=1, render_size=48, align_size=32),
+                          num_views=1, render_size=32)
+    assert refined.raw_canonical is out.canonical and refined.refinement is not None
+    assert len(refined.refinement.losses) == 2 and "refine" in refined.timings
+    assert not torch.equal(refined.canonical.colors, out.canonical.colors)  # the photo's colours were carried over
+    torch.testing.assert_close(refined.posed.means, pipe.pose_gaussians(refined.canonical, out.rest_joints, out.pose).means)
+    assert refined.renders.shape == out.renders.shape

@@ -1,0 +1,212 @@
+"""Photo-faithful refinement on held-out items: foreground PSNR / SSIM of the raw model output and of the
+refined avatar, at the input view and at the item's other calibrated views, and the refinement's time.
+
+    python scripts/make_synthetic_data.py --out outputs/heldout --count 8 --views 8 --size 256 --uv-res 128 \
+        --seed 1000 --val-fraction 1
+    python scripts/eval_refine.py --data outputs/heldout --out outputs/eval_refine.json \
+        --save-grid assets/readme/refine_comparison.png
+
+For each item: one view's photo (``--input-view``, default the front) goes through the whole pipeline
+with the item's true body shape and pose (the raw avatar), then :func:`sigman.refine.refine_avatar`
+with the *true* camera, pose and shape in place of a body fit (``--perturb-camera-deg / -cm`` and
+``--perturb-pose-deg`` disturb them, as an imperfect fit would). Both avatars are rendered with the
+true pose at the true cameras and compared with the true images inside the true masks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import roma  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from sigman.evaluation import (  # noqa: E402
+    EvalError,
+    add_eval_arguments,
+    comparison_grid,
+    default_device,
+    first_frame,
+    image_metrics,
+    item_shape,
+    load_body,
+    load_item,
+    photo_rgba,
+    read_views,
+    render_at,
+    select_views,
+    split_items,
+    view_cameras,
+    write_json,
+)
+from sigman.data.dataset import facing_direction, orbit_views  # noqa: E402
+from sigman.pipeline import SigmanPipeline, load_pipeline_config  # noqa: E402
+from sigman.pose import SMPLXPose  # noqa: E402
+from sigman.refine import RefineConfig, posed_frame, refine_avatar  # noqa: E402
+from sigman.render import Camera, write_image  # noqa: E402
+from sigman.weights import WeightsError  # noqa: E402
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_eval_arguments(parser, out_default="outputs/eval_refine.json")
+    parser.add_argument("--input-view", default="front", help="the photo's view: 'front' or a view index")
+    parser.add_argument("--steps", type=int, default=None, help="DiT sampling steps (default: the pipeline's)")
+    parser.add_argument("--sampler", default=None)
+    parser.add_argument("--refine-steps", type=int, default=None, help="Adam steps (default: RefineConfig's for the device)")
+    parser.add_argument("--render-size", type=int, default=None, help="refinement render long side (default: RefineConfig's)")
+    parser.add_argument("--perturb-camera-deg", type=float, default=0.0, help="random camera rotation (degrees, per axis)")
+    parser.add_argument("--perturb-camera-cm", type=float, default=0.0, help="random camera translation (cm, per axis)")
+    parser.add_argument("--perturb-pose-deg", type=float, default=0.0, help="random body joint rotation (degrees, per axis)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--save-grid", default=None, help="write photo | raw | refined (front and back) here")
+    parser.add_argument("--grid-items", type=int, default=4)
+    return parser.parse_args(argv)
+
+
+def perturbed_fit(item, source: int, size: int, args, seed: int) -> tuple[SMPLXPose, Camera]:
+    """The item's true pose and input camera, disturbed as ``args`` asks."""
+    g = torch.Generator().manual_seed(seed)
+    camera = view_cameras(item, [source], size)
+    pose = item.pose.frame(0)
+    if args.perturb_camera_deg or args.perturb_camera_cm:
+        rot = roma.rotvec_to_rotmat(torch.randn(3, generator=g) * math.radians(args.perturb_camera_deg))
+        delta = torch.eye(4)
+        delta[:3, :3] = rot
+        delta[:3, 3] = torch.randn(3, generator=g) * args.perturb_camera_cm / 100
+        camera = Camera(delta @ camera.viewmats, camera.Ks, camera.width, camera.height)
+    if args.perturb_pose_deg:
+        noise = torch.randn(pose.body_pose.shape, generator=g) * math.radians(args.perturb_pose_deg)
+        pose = dataclasses.replace(pose, body_pose=pose.body_pose + noise)
+    return pose, camera
+
+
+def back_view(item, source: int, targets: list[int]) -> int:
+    """The target view facing the body's back (the one farthest from the front)."""
+    order = orbit_views(item.calibration.cameras.viewmats, facing_direction(item.pose), 2)
+    return order[1] if order[1] in targets else targets[len(targets) // 2]
+
+
+def evaluate(args: argparse.Namespace) -> tuple[dict, list]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device or default_device()
+    items = split_items(args.data, args.split, args.limit)
+    folder, config = load_pipeline_config(args.weights)
+    body = load_body(config.body_model, args.shape_bank) if args.shape_bank else None
+    pipe = SigmanPipeline.from_pretrained(folder, device=device, body=body)
+    refine_config = RefineConfig(steps=args.refine_steps, render_size=args.render_size)
+    rows, grid_rows = [], []
+    for i, root in enumerate(items):
+        item = load_item(root)
+        source = item.front if args.input_view == "front" else int(args.input_view)
+        targets = select_views(args.views, item.num_views, exclude=[source])
+        size = args.size or item.calibration.cameras.width
+        rgb, mask = read_views(item, [source], size)
+        photo = photo_rgba(rgb[0], mask[0], pipe.config.background)
+        shape = item_shape(item, pipe.body)
+        shape = None if shape is None else shape.to(pipe.device)
+        out = pipe(photo, item.pose, steps=args.steps, sampler=args.sampler, seed=0, shape=shape, num_views=0)
+        pose, camera = perturbed_fit(item, source, size, args, seed=i)
+        bar = tqdm(total=100, desc=f"[{i + 1}/{len(items)}] {item.name}", leave=False)
+        cpu0 = time.process_time()
+        result = refine_avatar(out.canonical, pipe.body, pipe.template, out.rest_joints, shape, pose, camera,
+                               photo[..., :3], photo[..., 3], refine_config,
+                               progress=lambda f, stage: bar.update(round(100 * f) - bar.n))
+        cpu = time.process_time() - cpu0
+        bar.close()
+        views = [source] + targets
+        cams = view_cameras(item, views, size)
+        gt, gt_mask = read_views(item, views, size)
+        gt, gt_mask = gt.to(pipe.device), gt_mask.to(pipe.device)
+        row = {"item": item.name, "input_view": item.calibration.names[source], "seconds": result.timings["total"],
+               "cpu_seconds": cpu, "steps": result.config.steps, "render_size": result.config.render_size,
+               "final_loss": result.losses[-1] if result.losses else None}
+        renders = {}
+        for name, canonical in (("raw", out.canonical), ("projected", result.projected), ("refined", result.canonical)):
+            posed = posed_frame(canonical, pipe.body, out.rest_joints, item.pose.frame(0).to(pipe.device))
+            pred, _ = render_at(posed, cams.to(pipe.device))
+            m = image_metrics(pred, gt, gt_mask)
+            renders[name] = pred
+            row[name] = {"input_psnr_fg": float(m["psnr_fg"][0]), "input_ssim_fg": float(m["ssim_fg"][0]),
+                         "other_psnr_fg": float(m["psnr_fg"][1:].nanmean()), "other_ssim_fg": float(m["ssim_fg"][1:].nanmean())}
+        rows.append(row)
+        print(f"[{i + 1}/{len(items)}] {item.name}: input view PSNR_fg raw {row['raw']['input_psnr_fg']:.2f} -> "
+              f"refined {row['refined']['input_psnr_fg']:.2f} dB; other views {row['raw']['other_psnr_fg']:.2f} -> "
+              f"{row['refined']['other_psnr_fg']:.2f} dB; refine {result.timings['total']:.1f} s wall, {cpu:.1f} s CPU",
+              flush=True)
+        if args.save_grid and len(grid_rows) < args.grid_items:
+            back = views.index(back_view(item, source, targets))
+            truth = torch.stack([gt[0], gt[back]]).cpu()
+            gen = torch.stack([renders["raw"][0], renders["projected"][0], renders["refined"][0],
+                               renders["raw"][back], renders["refined"][back]]).cpu()
+            grid_rows.append((truth, gen))
+    summary = {}
+    for name in ("raw", "projected", "refined"):
+        summary[name] = {k: float(np.nanmean([r[name][k] for r in rows])) for k in rows[0][name]}
+    result = {"kind": "photo_refinement", "data": str(args.data), "device": str(pipe.device), "items": rows,
+              "summary": summary, "refine_config": dataclasses.asdict(refine_config),
+              "perturb": {"camera_deg": args.perturb_camera_deg, "camera_cm": args.perturb_camera_cm,
+                          "pose_deg": args.perturb_pose_deg},
+              "mean_seconds": float(np.mean([r["seconds"] for r in rows])),
+              "mean_cpu_seconds": float(np.mean([r["cpu_seconds"] for r in rows])),
+              "threads": torch.get_num_threads()}
+    return result, grid_rows
+
+
+def crop_to_person(images: torch.Tensor, margin: float = 0.08) -> torch.Tensor:
+    """Crop ``[K, 3, H, W]`` images (white background) to one square around every non-white pixel."""
+    ink = (images < 0.98).any(dim=1).any(dim=0)  # [H, W]
+    rows, cols = torch.nonzero(ink.any(1))[:, 0], torch.nonzero(ink.any(0))[:, 0]
+    if rows.numel() == 0:
+        return images
+    h, w = ink.shape
+    cy, cx = (rows[0] + rows[-1]).item() / 2, (cols[0] + cols[-1]).item() / 2
+    half = max(rows[-1] - rows[0], cols[-1] - cols[0]).item() / 2 * (1 + margin) + 2
+    y0, x0 = max(0, int(cy - half)), max(0, int(cx - half))
+    y1, x1 = min(h, int(cy + half) + 1), min(w, int(cx + half) + 1)
+    return images[..., y0:y1, x0:x1]
+
+
+def save_grid(path: str, rows: list, cell: int = 256) -> Path:
+    """photo | raw | projected | refined (input view), then true back | raw back | refined back, one row per item,
+    each row cropped to the person."""
+    grid_rows = []
+    for truth, gen in rows:
+        # photo, true back, raw, projected, refined, raw back, refined back
+        cells = crop_to_person(torch.cat([truth, gen]))
+        grid_rows.append((cells[0], cells[[2, 3, 4]], cells[[1, 5, 6]]))
+    labels = ["photo", "raw", "projected", "refined", "true back", "raw back", "refined back"]
+    return write_image(path, comparison_grid(grid_rows, cell, labels))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        result, grid_rows = evaluate(args)
+        if args.save_grid and grid_rows:
+            result["grid"] = str(save_grid(args.save_grid, grid_rows))
+    except (EvalError, WeightsError, OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    path = write_json(args.out, result)
+    s = result["summary"]
+    for name in ("raw", "projected", "refined"):
+        print(f"{name:9s} input view PSNR_fg {s[name]['input_psnr_fg']:.2f} SSIM_fg {s[name]['input_ssim_fg']:.4f} | "
+              f"other views PSNR_fg {s[name]['other_psnr_fg']:.2f} SSIM_fg {s[name]['other_ssim_fg']:.4f}")
+    print(f"refinement: {result['mean_seconds']:.1f} s wall, {result['mean_cpu_seconds']:.1f} s CPU per item "
+          f"({result['threads']} threads) -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

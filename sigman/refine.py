@@ -1,0 +1,417 @@
+"""Photo-faithful avatars: after the VAE decode, make the seen side the photo itself.
+
+    result = refine_avatar(canonical, body, template, rest_joints, shape, pose, camera, photo, mask)
+    result.canonical            # refined canonical Gaussians (pose / export these)
+    render_input_view(result.canonical, body, rest_joints, result.pose, result.camera, result.background)
+
+Two steps (:class:`RefineConfig` sets both):
+
+1. *Projection* (:mod:`sigman.photo_projection`): every Gaussian the photo sees (depth test against
+   the fitted body's z-buffer, normal · view ramp, eroded person mask) takes the photo's colour;
+   the unseen side keeps the model's colours, shifted towards the photo's near the seen side.
+2. *Refinement*: the avatar is rendered in the photo's pose from the photo's camera and a bounded
+   number of Adam steps fit, to the photo inside the mask (L1 + D-SSIM, alpha against the mask):
+   the Gaussians' colours, opacities, small offsets and scales, the pose (root + 21 body joints,
+   translation) and the camera (small rotation, translation, focal length). Regularisers keep what
+   the photo does not see at the model's prediction (each Gaussian's colour change is penalised by
+   ``1 - photo weight``), keep colour changes smooth across UV neighbours (seams), and keep the
+   geometry, pose and camera changes small. Only the Gaussians facing the camera are rendered.
+
+gsplat renders on CUDA, the PyTorch rasterizer (:mod:`sigman.render.rasterize_torch`, differentiable
+through autograd) on the CPU, where the photo is rendered at a reduced size (``render_size``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Union
+
+import numpy as np
+import roma
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sigman.body.base import BodyModel
+from sigman.gaussians import Gaussians, repose
+from sigman.photo_projection import (
+    PhotoProjection,
+    PhotoProjectionConfig,
+    background_color,
+    match_unseen_colors,
+    project_photo,
+    uv_neighbour_pairs,
+)
+from sigman.pose import SMPLXPose
+from sigman.render import Camera, render
+from sigman.uv import UVTemplate
+
+ProgressFn = Callable[[float, str], None]
+NUM_POSE_JOINTS = 22  # root + the 21 SMPL-X body joints are refined; hands, jaw and eyes are kept
+
+
+@dataclass
+class RefineConfig:
+    """Settings of :func:`refine_avatar`. ``None`` fields take device-dependent defaults
+    (:meth:`resolved`): more steps and the photo's own resolution on CUDA, fewer and smaller on CPU."""
+
+    steps: Optional[int] = None  # Adam steps (CUDA 80, CPU 30); 0: projection only
+    align_steps: Optional[int] = None  # silhouette-only pose + camera steps before the projection (CUDA 40, CPU 15)
+    align_size: Optional[int] = None  # long side of the alignment render (CUDA 256, CPU 128)
+    lr_align_pose: float = 1e-2  # radians per step while aligning
+    lr_align_camera: float = 3e-3  # radians / metres per step while aligning
+    render_size: Optional[int] = None  # long side of the fitted render, px (CUDA: photo size up to 1024; CPU 256)
+    backend: str = "auto"  # render backend: gsplat on CUDA, torch on CPU
+    # learning rates (Adam), per group
+    lr_color: float = 0.02
+    lr_opacity: float = 0.05  # on the logit
+    lr_offset: float = 3e-4  # metres
+    lr_scale: float = 0.01  # on the log
+    lr_pose: float = 3e-3  # radians (axis-angle deltas)
+    lr_translation: float = 1e-3  # metres (root translation)
+    lr_camera_rotation: float = 1e-3  # radians
+    lr_camera_translation: float = 1e-3  # metres
+    lr_focal: float = 2e-3  # on log focal
+    # loss weights
+    w_l1: float = 0.8
+    w_dssim: float = 0.2
+    w_alpha: float = 0.3
+    w_keep_unseen: float = 1.0  # colour change times (1 - photo weight), squared
+    w_smooth: float = 2.0  # squared difference of colour changes between UV neighbours
+    w_offset: float = 1.0  # squared offset change in units of the Gaussian's footprint
+    w_scale: float = 0.1  # squared log-scale change
+    w_pose: float = 1.0  # squared pose change (radians)
+    w_camera: float = 1.0  # squared camera change (radians, metres, log focal)
+    optimize_geometry: bool = True  # offsets, scales, opacities
+    optimize_pose: bool = True
+    optimize_camera: bool = True
+    cull_cos: float = -0.2  # render (and refine) only Gaussians with normal . view above this
+    ssim_window: int = 11
+    projection: PhotoProjectionConfig = field(default_factory=PhotoProjectionConfig)
+
+    def resolved(self, device: Union[str, torch.device], photo_size: tuple[int, int]) -> "RefineConfig":
+        """A copy with the ``None`` fields set for ``device`` and a photo of ``(width, height)``."""
+        cuda = torch.device(device).type == "cuda"
+        pick = lambda value, on_cuda, on_cpu: int(value if value is not None else (on_cuda if cuda else on_cpu))
+        long_side = max(photo_size)
+        return dataclasses.replace(
+            self, steps=pick(self.steps, 80, 30), align_steps=pick(self.align_steps, 40, 15),
+            render_size=pick(self.render_size, min(long_side, 1024), min(long_side, 256)),
+            align_size=pick(self.align_size, min(long_side, 256), min(long_side, 128)))
+
+
+@dataclass
+class RefineResult:
+    """What :func:`refine_avatar` returns.
+
+    Attributes:
+        canonical: refined canonical Gaussians ``[N, ...]`` (with the skin weights).
+        projected: canonical Gaussians after the projection only (before the Adam steps).
+        pose: the refined pose (one frame); camera: the refined camera at the photo's size.
+        projection: the per-Gaussian photo weights and colours.
+        background: ``[3]`` the photo's background colour.
+        losses: per step ``{"total", "l1", "dssim", "alpha"}``.
+        timings: seconds per stage (``align``, ``project``, ``refine``, ``total``).
+    """
+
+    canonical: Gaussians
+    projected: Gaussians
+    pose: SMPLXPose
+    camera: Camera
+    projection: PhotoProjection
+    background: Tensor
+    losses: list[dict[str, float]]
+    timings: dict[str, float]
+    config: RefineConfig
+
+
+# --- image terms ----------------------------------------------------------------------------------
+
+def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> Tensor:
+    x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
+    g = torch.exp(-0.5 * (x / sigma) ** 2)
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+
+
+def ssim_map(x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
+    """SSIM map (Wang et al. 2004, K1 = 0.01, K2 = 0.03, data range 1) of ``[B, C, H, W]`` images, with
+    zero padding so it has the input's size: ``[B, 1, H, W]``."""
+    c = x.shape[1]
+    win = _gaussian_window(window, sigma, c, x.device, x.dtype)
+    conv = lambda t: F.conv2d(t, win, padding=window // 2, groups=c)
+    mu_x, mu_y = conv(x), conv(y)
+    sxx, syy, sxy = conv(x * x) - mu_x ** 2, conv(y * y) - mu_y ** 2, conv(x * y) - mu_x * mu_y
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2))
+    return s.mean(dim=1, keepdim=True)
+
+
+# --- inputs -----------------------------------------------------------------------------------------
+
+def as_image_tensor(image, name: str) -> Tensor:
+    """``[H, W, 3]`` (or ``[H, W]`` for a mask) float32 in [0, 1] from uint8 / float numpy or torch."""
+    t = torch.as_tensor(np.asarray(image) if not torch.is_tensor(image) else image)
+    if t.dtype == torch.uint8:
+        t = t.float() / 255.0
+    t = t.float()
+    if name == "mask":
+        if t.dim() == 3 and t.shape[-1] == 1:
+            t = t[..., 0]
+        if t.dim() != 2:
+            raise ValueError(f"mask must be [H, W], got {tuple(t.shape)}")
+    elif t.dim() != 3 or t.shape[-1] not in (3, 4):
+        raise ValueError(f"photo must be [H, W, 3] RGB, got {tuple(t.shape)}")
+    return t[..., :3] if name != "mask" else t
+
+
+def scaled_camera(camera: Camera, width: int, height: int) -> Camera:
+    """The same camera for an image of ``width x height`` covering the same field of view."""
+    sx, sy = width / camera.width, height / camera.height
+    scale = torch.tensor([[sx], [sy], [1.0]], dtype=camera.Ks.dtype, device=camera.Ks.device)
+    return Camera(camera.viewmats, camera.Ks * scale, width, height)
+
+
+def _resize(image: Tensor, width: int, height: int) -> Tensor:
+    """``[C, H, W]`` -> ``[C, height, width]`` (antialiased bilinear)."""
+    if image.shape[-2:] == (height, width):
+        return image
+    return F.interpolate(image[None], size=(height, width), mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def posed_frame(canonical: Gaussians, body: BodyModel, rest_joints: Tensor, pose: SMPLXPose) -> Gaussians:
+    """Canonical Gaussians posed by frame 0 of ``pose``: ``[N, ...]``."""
+    transforms, _ = body.pose_transforms(pose.frame(0), rest_joints)
+    g = repose(canonical, transforms)
+    return g.with_(means=g.means[0], quats=g.quats[0], scales=g.scales[0], opacities=g.opacities[0], colors=g.colors[0])
+
+
+# --- pose and camera deltas -------------------------------------------------------------------------
+
+def _pose_with(pose: SMPLXPose, joints: Tensor, transl: Tensor) -> SMPLXPose:
+    """``pose`` (one frame) with its root + body axis-angles replaced by ``joints [22, 3]``."""
+    return dataclasses.replace(pose, global_orient=joints[None, 0], body_pose=joints[None, 1:], transl=transl[None])
+
+
+def _camera_with(camera: Camera, rotation: Tensor, translation: Tensor, log_focal: Tensor) -> Camera:
+    """``camera`` moved by a small rotation / translation in its own frame, focal scaled by ``exp``."""
+    delta = torch.eye(4, dtype=camera.viewmats.dtype, device=camera.viewmats.device)
+    delta = torch.cat([torch.cat([roma.rotvec_to_rotmat(rotation), translation[:, None]], dim=1), delta[3:]], dim=0)
+    scale = torch.cat([log_focal.exp().expand(2), log_focal.new_ones(1)])[:, None]
+    return Camera(delta @ camera.viewmats, camera.Ks * scale, camera.width, camera.height)
+
+
+def _render_size(width: int, height: int, long_side: int) -> tuple[int, int]:
+    scale = long_side / max(width, height)
+    return max(8, round(width * scale)), max(8, round(height * scale))
+
+
+def align_to_silhouette(canonical: Gaussians, body: BodyModel, rest_joints: Tensor, pose: SMPLXPose, camera: Camera,
+                        mask: Tensor, config: RefineConfig,
+                        progress: Optional[Callable[[int], None]] = None) -> tuple[SMPLXPose, Camera]:
+    """Correct the fit's pose (root + body joints, translation) and camera (rotation, translation, focal) so
+    the avatar's alpha matches the person ``mask [H, W]``: ``config.align_steps`` Adam steps on
+    ``|alpha - mask|`` plus the pose / camera regularisers, at ``config.align_size``. The photo's colours
+    are not used (the model's may be wrong), so this is safe before the projection."""
+    w, h = camera.width, camera.height
+    rw, rh = _render_size(w, h, config.align_size)
+    target = _resize(mask[None], rw, rh)[0]
+    small = scaled_camera(camera, rw, rh)
+    joints0 = torch.cat([pose.global_orient, pose.body_pose[0]], dim=0).float()
+    transl0 = pose.transl[0].float()
+    d_joints = torch.zeros_like(joints0, requires_grad=True)
+    d_transl = torch.zeros_like(transl0, requires_grad=True)
+    d_rot = torch.zeros(3, device=mask.device, requires_grad=True)
+    d_trans = torch.zeros(3, device=mask.device, requires_grad=True)
+    d_focal = torch.zeros(1, device=mask.device, requires_grad=True)
+    groups = []
+    if config.optimize_pose:
+        groups += [{"params": [d_joints], "lr": config.lr_align_pose}, {"params": [d_transl], "lr": config.lr_align_camera}]
+    if config.optimize_camera:
+        groups += [{"params": [d_rot, d_trans], "lr": config.lr_align_camera},
+                   {"params": [d_focal], "lr": config.lr_align_camera}]
+    if not groups or config.align_steps <= 0:
+        return pose, camera
+    optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99))
+    solid = canonical.with_(colors=torch.zeros_like(canonical.colors))
+    for step in range(config.align_steps):
+        p = _pose_with(pose, joints0 + d_joints, transl0 + d_transl)
+        out = render(posed_frame(solid, body, rest_joints, p), _camera_with(small, d_rot, d_trans, d_focal),
+                     background=None, backend=config.backend)
+        loss = (out.alpha[0, ..., 0] - target).abs().mean()
+        loss = loss + config.w_pose * (d_joints.square().sum() + d_transl.square().sum())
+        loss = loss + config.w_camera * (d_rot.square().sum() + d_trans.square().sum() + d_focal.square().sum())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if progress is not None:
+            progress(step + 1)
+    with torch.no_grad():
+        p = _pose_with(pose, (joints0 + d_joints).detach(), (transl0 + d_transl).detach())
+        cam = _camera_with(camera, d_rot.detach(), d_trans.detach(), d_focal.detach())
+    return p, cam
+
+
+# --- the stage ----------------------------------------------------------------------------------------
+
+def refine_avatar(canonical: Gaussians, body: BodyModel, template: UVTemplate, rest_joints: Tensor,
+                  shape: Optional[Tensor], pose: SMPLXPose, camera: Camera, photo, mask,
+                  config: RefineConfig = RefineConfig(), progress: Optional[ProgressFn] = None) -> RefineResult:
+    """Make the photo's seen side the avatar's.
+
+    Args:
+        canonical: the VAE's canonical Gaussians ``[N, ...]`` (one per texel of ``template``, with skin weights).
+        body: the body model; template: the UV template the Gaussians live on.
+        rest_joints: ``[J, 3]`` the subject's canonical joints (from the decode at ``shape``).
+        shape: ``[1, S]`` the fitted body shape (``None``: the default shape), the one the Gaussians were decoded on.
+        pose: the fitted pose (frame 0 is used); camera: the fitted camera (one view) at the photo's size.
+        photo: ``[H, W, 3]`` RGB (uint8, or float in [0, 1]); mask: ``[H, W]`` person mask in [0, 1].
+        config: :class:`RefineConfig`; progress: ``progress(fraction, stage)``.
+    Returns:
+        :class:`RefineResult`.
+    """
+    report = progress or (lambda fraction, stage: None)
+    start = time.perf_counter()
+    device = canonical.means.device
+    photo_t = as_image_tensor(photo, "photo").to(device)
+    mask_t = as_image_tensor(mask, "mask").to(device)
+    h, w = mask_t.shape
+    if photo_t.shape[:2] != (h, w):
+        raise ValueError(f"photo {tuple(photo_t.shape[:2])} and mask {(h, w)} differ in size")
+    if len(camera) != 1:
+        raise ValueError(f"refine_avatar takes one camera, got {len(camera)}")
+    camera = camera.to(device=device, dtype=torch.float32)
+    if (camera.width, camera.height) != (w, h):
+        raise ValueError(f"the camera is for {camera.width}x{camera.height} images, the photo is {w}x{h}")
+    cfg = config.resolved(device, (w, h))
+    pose = pose.frame(0).to(device)
+    rest_joints = rest_joints.to(device)
+    if canonical.skin_weights is None:
+        raise ValueError("the canonical Gaussians need skin weights (build them from the UV template)")
+    canonical = canonical.detach().to(torch.float32)
+    timings: dict[str, float] = {}
+
+    # 1. alignment of the fit to the person's silhouette, then the projection
+    total_steps = max(1, cfg.align_steps + cfg.steps)
+    if cfg.align_steps > 0:
+        report(0.0, "aligning the body to the photo")
+        pose, camera = align_to_silhouette(canonical, body, rest_joints, pose, camera, mask_t, cfg,
+                                           lambda i: report(i / total_steps, f"aligning {i}/{cfg.align_steps}"))
+    timings["align"] = time.perf_counter() - start
+    report(cfg.align_steps / total_steps, "projecting the photo")
+    with torch.no_grad():
+        posed_vertices = body(pose, None if shape is None else shape.to(device)).vertices[0]
+        posed = posed_frame(canonical, body, rest_joints, pose)
+    projection = project_photo(template, posed_vertices, posed, photo_t, mask_t, camera, cfg.projection)
+    colors0 = match_unseen_colors(projection.colors, canonical.colors, projection.weight, canonical.means, cfg.projection)
+    projected = canonical.with_(colors=colors0)
+    background = background_color(photo_t, mask_t)
+    timings["project"] = time.perf_counter() - start - timings["align"]
+    if cfg.steps <= 0:
+        timings["refine"], timings["total"] = 0.0, time.perf_counter() - start
+        report(1.0, "done")
+        return RefineResult(projected, projected, pose, camera, projection, background, [], timings, cfg)
+
+    # 2. refinement, on the Gaussians facing the camera, at the render size
+    tick = time.perf_counter()
+    rw, rh = _render_size(w, h, cfg.render_size)
+    target_mask = _resize(mask_t[None], rw, rh)  # [1, rh, rw]
+    target = _resize(photo_t.permute(2, 0, 1), rw, rh) * target_mask + background[:, None, None] * (1 - target_mask)
+    render_camera = scaled_camera(camera, rw, rh)
+
+    active = torch.nonzero(projection.cos > cfg.cull_cos)[:, 0]
+    sub = projected.select(active)
+    trust = projection.weight[active]
+    keep_weight = 1.0 - trust
+    footprint = template.footprints.to(device)[active]
+    lookup = torch.full((canonical.num_gaussians,), -1, dtype=torch.long, device=device)
+    lookup[active] = torch.arange(active.numel(), device=device)
+    pairs = lookup[uv_neighbour_pairs(template.to(device))]
+    pairs = pairs[(pairs >= 0).all(dim=-1)]
+
+    d_color = torch.zeros_like(sub.colors, requires_grad=True)
+    d_opacity = torch.zeros_like(sub.opacities, requires_grad=True)
+    d_offset = torch.zeros_like(sub.means, requires_grad=True)
+    d_log_scale = torch.zeros_like(sub.scales, requires_grad=True)
+    joints0 = torch.cat([pose.global_orient, pose.body_pose[0]], dim=0).float()  # [22, 3]
+    d_joints = torch.zeros_like(joints0, requires_grad=True)
+    d_transl = torch.zeros(3, device=device, requires_grad=True)
+    d_cam_rot = torch.zeros(3, device=device, requires_grad=True)
+    d_cam_trans = torch.zeros(3, device=device, requires_grad=True)
+    d_log_focal = torch.zeros(1, device=device, requires_grad=True)
+    groups = [{"params": [d_color], "lr": cfg.lr_color}]
+    if cfg.optimize_geometry:
+        groups += [{"params": [d_opacity], "lr": cfg.lr_opacity}, {"params": [d_offset], "lr": cfg.lr_offset},
+                   {"params": [d_log_scale], "lr": cfg.lr_scale}]
+    if cfg.optimize_pose:
+        groups += [{"params": [d_joints], "lr": cfg.lr_pose}, {"params": [d_transl], "lr": cfg.lr_translation}]
+    if cfg.optimize_camera:
+        groups += [{"params": [d_cam_rot], "lr": cfg.lr_camera_rotation},
+                   {"params": [d_cam_trans], "lr": cfg.lr_camera_translation},
+                   {"params": [d_log_focal], "lr": cfg.lr_focal}]
+    optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99))
+    logit0 = torch.logit(sub.opacities.clamp(1e-4, 1 - 1e-4))
+    transl0 = pose.transl[0].float()
+    bg = tuple(float(v) for v in background)
+
+    def current(full: bool = False):
+        colors = (sub.colors + d_color).clamp(0, 1)
+        g = sub.with_(means=sub.means + d_offset, scales=sub.scales * d_log_scale.exp(),
+                      opacities=torch.sigmoid(logit0 + d_opacity), colors=colors)
+        return g, _pose_with(pose, joints0 + d_joints, transl0 + d_transl)
+
+    losses: list[dict[str, float]] = []
+    for step in range(cfg.steps):
+        g, p = current()
+        cam = _camera_with(render_camera, d_cam_rot, d_cam_trans, d_log_focal)
+        out = render(posed_frame(g, body, rest_joints, p), cam, background=bg, backend=cfg.backend)
+        rgb = out.rgb[0].permute(2, 0, 1)  # [3, rh, rw]
+        alpha = out.alpha[0].permute(2, 0, 1)
+        l1 = (rgb - target).abs().mean()
+        dssim = (1 - ssim_map(rgb[None], target[None], cfg.ssim_window)).mean() / 2
+        l_alpha = (alpha - target_mask).abs().mean()
+        reg = cfg.w_keep_unseen * (keep_weight[:, None] * d_color.square()).sum(-1).mean()
+        if pairs.numel():
+            reg = reg + cfg.w_smooth * (d_color[pairs[:, 0]] - d_color[pairs[:, 1]]).square().sum(-1).mean()
+        reg = reg + cfg.w_offset * (d_offset / footprint[:, None]).square().sum(-1).mean() * 1e-2
+        reg = reg + cfg.w_scale * d_log_scale.square().sum(-1).mean()
+        reg = reg + cfg.w_pose * (d_joints.square().sum() + d_transl.square().sum())
+        reg = reg + cfg.w_camera * (d_cam_rot.square().sum() + d_cam_trans.square().sum() + d_log_focal.square().sum())
+        loss = cfg.w_l1 * l1 + cfg.w_dssim * dssim + cfg.w_alpha * l_alpha + reg
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append({"total": float(loss.detach()), "l1": float(l1.detach()), "dssim": float(dssim.detach()),
+                       "alpha": float(l_alpha.detach())})
+        report((cfg.align_steps + step + 1) / total_steps, f"refining {step + 1}/{cfg.steps}")
+
+    with torch.no_grad():
+        g, p = current()
+        refined = projected.with_(
+            means=projected.means.index_copy(0, active, g.means),
+            scales=projected.scales.index_copy(0, active, g.scales),
+            opacities=projected.opacities.index_copy(0, active, g.opacities),
+            colors=projected.colors.index_copy(0, active, g.colors),
+        ).detach()
+        final_camera = _camera_with(camera, d_cam_rot, d_cam_trans, d_log_focal)
+        final_camera = Camera(final_camera.viewmats.detach(), final_camera.Ks.detach(), w, h)
+        p = SMPLXPose(**{f.name: (getattr(p, f.name).detach() if torch.is_tensor(getattr(p, f.name))
+                                  else getattr(p, f.name)) for f in dataclasses.fields(p)})
+    timings["refine"] = time.perf_counter() - tick
+    timings["total"] = time.perf_counter() - start
+    report(1.0, "done")
+    return RefineResult(refined, projected, p, final_camera, projection, background, losses, timings, cfg)
+
+
+@torch.no_grad()
+def render_input_view(canonical: Gaussians, body: BodyModel, rest_joints: Tensor, pose: SMPLXPose, camera: Camera,
+                      background=(1.0, 1.0, 1.0), backend: str = "auto") -> np.ndarray:
+    """The avatar in the photo's (fitted) pose, from the photo's (fitted) camera, at the camera's image
+    size and framing, on ``background`` (RGB in [0, 1], e.g. :attr:`RefineResult.background`): uint8
+    ``[H, W, 3]``, the picture to hold against the photo."""
+    device = canonical.means.device
+    posed = posed_frame(canonical.to(torch.float32), body, rest_joints.to(device), pose.frame(0).to(device))
+    bg = tuple(float(v) for v in torch.as_tensor(background).reshape(3))
+    return render(posed, camera.to(device=device, dtype=torch.float32), background=bg, backend=backend).images()[0]
