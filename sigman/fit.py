@@ -462,15 +462,15 @@ class _Model:
 _MODEL_CACHE_ATTR = "_sigman_fit_model"
 
 
-def _model(body: BodyModel, config: FitConfig) -> _Model:
+def _model(body: BodyModel, config: FitConfig, basis: Optional[ShapeBasis] = None) -> _Model:
     """Fit assets of ``body`` (kept on the body object, keyed by what they depend on)."""
     key = (config.fit_shape, tuple(config.anny_shape_labels), config.smplx_num_betas,
-           config.silhouette_points, str(body.rest_vertices.device))
+           config.silhouette_points, str(body.rest_vertices.device), id(basis))
     cached = getattr(body, _MODEL_CACHE_ATTR, None)
     if cached is not None and cached[0] == key:
         return cached[1]
     device = body.rest_vertices.device
-    basis = build_shape_basis(body, config)
+    basis = build_shape_basis(body, config) if basis is None else basis.to(device)
     v = body.num_vertices
     p = min(config.silhouette_points, v)
     surface = torch.linspace(0, v - 1, p, device=device).round().long()
@@ -632,7 +632,7 @@ def _run(model: _Model, params: _Params, t: _Targets, config: FitConfig, steps: 
 
 def fit_bodies(body: BodyModel, observations: Sequence[PersonObservation], config: FitConfig = FitConfig(),
                init: Optional[BodyFit] = None, silhouette: Optional[bool] = None,
-               fit_shape: Optional[bool] = None) -> list[BodyFit]:
+               fit_shape: Optional[bool] = None, shape_basis: Optional[ShapeBasis] = None) -> list[BodyFit]:
     """Fit ``T`` frames at once (one shape, one focal length, smooth motion between frames).
 
     Args:
@@ -643,6 +643,7 @@ def fit_bodies(body: BodyModel, observations: Sequence[PersonObservation], confi
         silhouette: use the mask term (default: ``config.silhouette``).
         fit_shape: move the shape (default: ``config.fit_shape``; with ``init``, the shape stays
             where ``init`` left it unless this is ``True``).
+        shape_basis: the linear shape model to fit (default: :func:`build_shape_basis`).
     Returns:
         ``T`` :class:`BodyFit`.
     """
@@ -651,7 +652,7 @@ def fit_bodies(body: BodyModel, observations: Sequence[PersonObservation], confi
     start = time.perf_counter()
     silhouette = config.silhouette if silhouette is None else silhouette
     with _threads(config.num_threads):
-        model = _model(body, config)
+        model = _model(body, config, shape_basis)
         device = body.rest_vertices.device
         frames = len(observations)
         t = _targets(observations, config, device, silhouette)
@@ -660,8 +661,7 @@ def fit_bodies(body: BodyModel, observations: Sequence[PersonObservation], confi
             orient = init.pose.global_orient.to(device).expand(frames, 3)
             # keep the warm orientation unless the torso says it turned by more than 60 degrees
             cold = torch.stack([roma.rotmat_to_rotvec(initial_root_rotation(o)) for o in observations]).to(device)
-            turn = roma.rotvec_geodesic_distance(orient, cold) if hasattr(roma, "rotvec_geodesic_distance") else \
-                roma.rotmat_geodesic_distance(roma.rotvec_to_rotmat(orient), roma.rotvec_to_rotmat(cold))
+            turn = roma.rotvec_geodesic_distance(orient, cold)
             orient = torch.where((turn > math.radians(60))[:, None], cold, orient)
             body_pose = init.pose.body_pose.to(device).expand(frames, -1, -1)
             coords = init.shape.to(device)[:, basis.index] if basis.num_coords else torch.zeros(1, 0, device=device)
@@ -745,6 +745,6 @@ def _collect(model: _Model, params: _Params, t: _Targets, terms: dict[str, Tenso
 
 
 def fit_body(body: BodyModel, observation: PersonObservation, config: FitConfig = FitConfig(),
-             init: Optional[BodyFit] = None) -> BodyFit:
+             init: Optional[BodyFit] = None, shape_basis: Optional[ShapeBasis] = None) -> BodyFit:
     """Fit ``body`` to one observation (see the module docstring). ``init``: warm start."""
-    return fit_bodies(body, [observation], config, init=init)[0]
+    return fit_bodies(body, [observation], config, init=init, shape_basis=shape_basis)[0]
