@@ -34,6 +34,12 @@ def default_model_dir() -> Path:
     return Path(os.environ.get("SIGMAN_WEIGHTS", assets_dir() / "weights" / "demo"))
 
 
+def mediapipe_models_dir() -> Path:
+    """Folder with the MediaPipe Tasks bundles (``pose_landmarker_full.task`` ...), built by
+    ``scripts/build_mediapipe_tasks.py``. Default: ``assets/models/mediapipe``."""
+    return assets_dir() / "models" / "mediapipe"
+
+
 def poses_dir() -> Path:
     """Folder with the shipped pose presets and motions."""
     return assets_dir() / "poses"

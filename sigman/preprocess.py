@@ -5,8 +5,10 @@ The release conditions its DiT on exactly such crops: the person's mask bounding
 square (no margin), background outside the mask set to white, resized to 1024 x 1024.
 
 Where the person is comes from, in order: a mask the caller gives; the image's alpha channel (if
-not fully opaque); else an estimate from the border colour (works for plain studio-like
-backgrounds; on a busy background the whole image is kept).
+not fully opaque); else MediaPipe's person segmentation (:mod:`sigman.person`; its pose detector is
+also the person test: a photo of a cup or a cat is refused). Only when MediaPipe or its model is
+unavailable, an estimate from the border colour stands in (works for plain studio-like backgrounds;
+on a busy background the whole image is kept), and a note says so.
 
 Every bad input raises :class:`ImageInputError` (a ``ValueError``) whose one-line message names the
 problem and the fix.
@@ -15,15 +17,19 @@ problem and the fix.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
+
+if TYPE_CHECKING:  # sigman.person imports this module; it is imported lazily below
+    from sigman.observation import PersonObservation
+    from sigman.person import PersonDetector
 
 MIN_SIDE = 64  # px, shorter side
 MAX_PIXELS = 50_000_000  # 50 MP
@@ -43,7 +49,9 @@ class PersonImage:
     image: Tensor  # [1, 3, S, S] RGB in [0, 1], the person centred (on white where a mask is known)
     mask: Tensor  # [1, 1, S, S] in [0, 1], the person's mask in the crop
     bbox: tuple[int, int, int, int]  # (x0, y0, x1, y1) of the person in the input image, pixels, end exclusive
-    mask_source: str  # "mask" | "alpha" | "estimated" | "full" (no mask found: whole image kept)
+    mask_source: str  # "mask" | "alpha" | "segmented" (MediaPipe) | "estimated" (border colour) | "full" (whole image)
+    observation: Optional["PersonObservation"] = None  # what MediaPipe saw (in the loaded image's pixels), if it ran
+    notes: list[str] = field(default_factory=list)  # one-line messages for the user
 
 
 # --- loading and validation ------------------------------------------------------------------
@@ -245,7 +253,7 @@ def check_person_content(rgb: np.ndarray, mask: Optional[np.ndarray] = None, mas
     fg = mask > 0.5
     frac = float(fg.mean())
     if frac < MIN_FOREGROUND_FRACTION:
-        what = {"mask": "the given mask", "alpha": "the alpha channel",
+        what = {"mask": "the given mask", "alpha": "the alpha channel", "segmented": "the person's segmentation",
                 "estimated": "the estimated foreground"}.get(mask_source, "the foreground")
         raise ImageInputError(
             f"no person found: {what} covers {100 * frac:.2f}% of the image (< {100 * MIN_FOREGROUND_FRACTION:.1f}%): "
@@ -277,8 +285,22 @@ def _square_crop(arr: np.ndarray, bbox: tuple[int, int, int, int], margin: float
     return out
 
 
+def _observation_mask(observation: "PersonObservation", height: int, width: int) -> np.ndarray:
+    """The observation's mask at ``height x width`` (an observation of the same photo at another size
+    is resized; one of another aspect ratio is refused)."""
+    ow, oh = observation.image_size
+    if (oh, ow) == (height, width):
+        return observation.mask.astype(np.float32)
+    if abs(ow / oh - width / height) > 0.01:
+        raise ImageInputError(f"the person observation is of a {ow}x{oh} px image but the image is {width}x{height} px: "
+                              "observe this photo (sigman.person.observe_person) and pass that observation")
+    t = torch.from_numpy(np.ascontiguousarray(observation.mask, dtype=np.float32))[None, None]
+    return F.interpolate(t, size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
 def preprocess_person(image: ImageLike, mask: Optional[ImageLike] = None, size: int = 1024, margin: float = 0.0,
-                      background: float = 1.0) -> PersonImage:
+                      background: float = 1.0, *, observation: Optional["PersonObservation"] = None,
+                      detector: Optional["PersonDetector"] = None, segment: bool = True) -> PersonImage:
     """Load, validate, locate, crop and resize a person photo.
 
     Args:
@@ -288,9 +310,23 @@ def preprocess_person(image: ImageLike, mask: Optional[ImageLike] = None, size: 
         margin: extra border around the person's box on each side, as a fraction of its longer
             side (0 = the release's tight square crop).
         background: grey level put behind the person and in the padding (1 = white).
+        observation: what :func:`sigman.person.observe_person` saw in this photo, if already
+            computed (so MediaPipe runs once per photo); its mask is used unless ``mask`` or an
+            alpha channel is given.
+        detector: a held :class:`sigman.person.PersonDetector`. When given, it always runs (when
+            no ``observation`` is) and is the person test, even for masked or transparent photos.
+            Without it, MediaPipe runs (loading its model for this call) only when there is no
+            mask and no alpha channel.
+        segment: ``False`` skips MediaPipe where it would run: the mask is then estimated from the
+            border colour.
     Returns:
-        :class:`PersonImage` with ``image [1, 3, size, size]`` and ``mask [1, 1, size, size]``.
+        :class:`PersonImage` with ``image [1, 3, size, size]``, ``mask [1, 1, size, size]``, the
+        observation and notes.
+    Raises:
+        ImageInputError: bad input, or no person in the photo.
     """
+    from sigman.person import PersonModelError, observe_person
+
     if size < 8:
         raise ValueError(f"size must be at least 8, got {size}")
     if margin < 0:
@@ -298,14 +334,29 @@ def preprocess_person(image: ImageLike, mask: Optional[ImageLike] = None, size: 
     arr, (ow, oh) = _to_array(image, "image")
     rgb, alpha = _split_alpha(arr)
     h, w = rgb.shape[:2]
+    check_person_content(rgb)  # blank images are refused before any model runs
+    notes: list[str] = []
+    if observation is None and detector is not None:
+        observation = detector.observe(arr)
     if mask is not None:
         m, source = load_mask(mask, h, w), "mask"
     elif alpha is not None and float(alpha.min()) < 0.99:
         m, source = alpha, "alpha"
     else:
-        m, source = estimate_foreground(rgb), "estimated"
-        if m is None:
-            m, source = np.ones((h, w), dtype=np.float32), "full"
+        if observation is None and segment:
+            try:
+                observation = observe_person(arr)
+            except PersonModelError as err:
+                notes.append(f"{err}; until then the person's mask is estimated from the background colour")
+        if observation is not None:
+            m, source = _observation_mask(observation, h, w), "segmented"
+        else:
+            m, source = estimate_foreground(rgb), "estimated"
+            if m is None:
+                m, source = np.ones((h, w), dtype=np.float32), "full"
+                notes.append("the background is not plain: the whole photo is used")
+    if observation is not None:
+        notes = [*observation.notes, *notes]
     check_person_content(rgb, None if source == "full" else m, source)
     if source != "full":
         rgb = rgb * m[..., None] + background * (1.0 - m[..., None])
@@ -322,4 +373,5 @@ def preprocess_person(image: ImageLike, mask: Optional[ImageLike] = None, size: 
     # report the box in the caller's pixel units (inputs over WORK_MAX_SIDE were downscaled)
     sx, sy = ow / w, oh / h
     bbox_src = (int(round(bbox[0] * sx)), int(round(bbox[1] * sy)), int(round(bbox[2] * sx)), int(round(bbox[3] * sy)))
-    return PersonImage(image=t[:, :3].contiguous(), mask=t[:, 3:].contiguous(), bbox=bbox_src, mask_source=source)
+    return PersonImage(image=t[:, :3].contiguous(), mask=t[:, 3:].contiguous(), bbox=bbox_src, mask_source=source,
+                       observation=observation, notes=notes)

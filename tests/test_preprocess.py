@@ -95,8 +95,10 @@ def test_given_mask_overrides_and_is_checked():
 
 
 def test_foreground_estimated_from_plain_background():
+    """The border-colour estimate: what stands in when MediaPipe is not used (segment=False) or
+    not available (tests/test_person.py checks that fallback)."""
     rgb = person_rgb(bg=(0.8, 0.82, 0.85))
-    out = preprocess_person(torch.from_numpy(rgb).permute(2, 0, 1), size=64)  # a [3, H, W] tensor
+    out = preprocess_person(torch.from_numpy(rgb).permute(2, 0, 1), size=64, segment=False)  # a [3, H, W] tensor
     assert out.mask_source == "estimated"
     x0, y0, x1, y1 = out.bbox
     assert abs(x0 - 40) <= 3 and abs(y0 - 60) <= 3 and abs(x1 - 110) <= 3 and abs(y1 - 200) <= 3
@@ -108,8 +110,9 @@ def test_foreground_estimated_from_plain_background():
 def test_busy_background_keeps_the_whole_image():
     rng = np.random.default_rng(3)
     rgb = rng.uniform(0, 1, size=(120, 90, 3)).astype(np.float32)
-    out = preprocess_person(rgb, size=32)
+    out = preprocess_person(rgb, size=32, segment=False)
     assert out.mask_source == "full" and out.bbox == (0, 0, 90, 120)
+    assert out.notes == ["the background is not plain: the whole photo is used"]
     assert torch.all(out.mask[0, 0, :, 8:24] > 0.99)  # the image, centred
     assert torch.allclose(out.image[0, :, 16, 0], torch.ones(3), atol=1e-3)  # white side padding
 
@@ -122,14 +125,14 @@ def test_path_input_and_exif_orientation(tmp_path):
     Image.fromarray(rgb).save(path, quality=95, exif=exif)
     loaded, alpha = load_image(path)
     assert loaded.shape == (160, 240, 3) and alpha is None
-    out = preprocess_person(str(path), size=64)
+    out = preprocess_person(str(path), size=64, segment=False)
     assert out.image.shape == (1, 3, 64, 64) and out.mask_source == "estimated"
 
 
 def test_large_input_is_downscaled_and_bbox_reported_in_input_pixels():
     rgb = np.full((2600, 1300, 3), 255, np.uint8)
     rgb[400:2200, 300:900] = np.random.default_rng(1).integers(0, 90, size=(1800, 600, 3))
-    out = preprocess_person(Image.fromarray(rgb), size=64)
+    out = preprocess_person(Image.fromarray(rgb), size=64, segment=False)
     x0, y0, x1, y1 = out.bbox
     assert abs(x0 - 300) <= 12 and abs(y0 - 400) <= 12 and abs(x1 - 900) <= 12 and abs(y1 - 2200) <= 12
 
