@@ -94,7 +94,7 @@ class FitConfig:
     min_visibility: float = 0.2  # landmarks below this are ignored
     # weights
     w_2d: float = 1.0
-    w_world: float = 0.3
+    w_world: float = 0.05
     w_silhouette: float = 0.3
     w_pose_prior: float = 2.0
     w_limits: float = 30.0
@@ -102,10 +102,13 @@ class FitConfig:
     w_focal_prior: float = 20.0
     w_temporal: float = 20.0
     w_warm: float = 0.5  # pull towards the warm-start pose (video)
+    w_upright: float = 10.0  # the body's up axis towards the world's (1 - cos of the tilt)
+    world_depth_weight: float = 0.25  # MediaPipe's world depths are the least reliable axis
     face_weight: float = 0.3  # landmark weights relative to the body's
     hand_weight: float = 0.3
     foot_weight: float = 0.6
     robust_sigma: float = 10.0  # Geman-McClure scale of the 2-D term (in units of 2% of the height)
+    orientation_candidates: bool = True  # photos: try several root orientations, keep the best
     num_threads: Optional[int] = 1  # torch threads during the fit (small ops run fastest on one)
 
 
@@ -404,37 +407,50 @@ def _torso_rotation(left: Tensor, up: Tensor) -> Optional[Tensor]:
     return torch.stack([left, up, forward], dim=1)
 
 
-def initial_root_rotation(observation: PersonObservation) -> Tensor:
-    """World rotation ``[3, 3]`` of the body's root from the shoulders and hips: from the metric
-    world landmarks when they are there, else from the image (upright, facing the camera when the
-    person's left is on the image's right, else away)."""
+def _world_torso(observation: PersonObservation) -> Optional[Tensor]:
+    """Body-to-camera rotation from the world landmarks' shoulders and hips (``None`` if absent)."""
     i = [_MARK[n] for n in TORSO]
     wl = torch.from_numpy(np.asarray(observation.world_landmarks, np.float32))[i]
+    if not torch.isfinite(wl).all() or wl.abs().sum() == 0:
+        return None
+    left = (wl[0] + wl[2]) - (wl[1] + wl[3])  # the person's left, camera axes
+    up = 0.5 * (wl[0] + wl[1]) - 0.5 * (wl[2] + wl[3])
+    return _torso_rotation(left, up)
+
+
+def _image_torso(observation: PersonObservation) -> Tensor:
+    """Body-to-camera rotation from the image alone: the torso in the image plane, facing the camera
+    when the person's left is on the image's right, else away."""
+    i = [_MARK[n] for n in TORSO]
+    p = torch.from_numpy(np.asarray(observation.landmarks, np.float32))[i]
     vis = torch.from_numpy(np.asarray(observation.visibility, np.float32))[i]
-    rot = None
-    if torch.isfinite(wl).all() and wl.abs().sum() > 0:
-        left = (wl[0] + wl[2]) - (wl[1] + wl[3])  # person's left, camera axes
-        up = 0.5 * (wl[0] + wl[1]) - 0.5 * (wl[2] + wl[3])
-        rot = _torso_rotation(left, up)
-    if rot is None:
-        p = torch.from_numpy(np.asarray(observation.landmarks, np.float32))[i]
-        p3 = torch.cat([p, torch.zeros(4, 1)], -1)
-        left = (p3[0] + p3[2]) - (p3[1] + p3[3])
-        up = 0.5 * (p3[0] + p3[1]) - 0.5 * (p3[2] + p3[3])
-        if (vis[:2] < 0.3).any() or not torch.isfinite(p).all():
-            up = torch.tensor([0.0, -1.0, 0.0])
-        if up.norm() < 1e-6:
-            up = torch.tensor([0.0, -1.0, 0.0])
-        facing = 1.0 if left[0] >= 0 else -1.0
-        left = torch.tensor([float(left[0]), float(left[1]), 0.0])
-        if left.norm() < 1e-6:
-            left = torch.tensor([1.0, 0.0, 0.0])
-        rot = _torso_rotation(left, up)
-        if rot is None:
-            rot = torch.eye(3) * torch.tensor([1.0, -1.0, -1.0])
-        if facing < 0:  # seen from behind: the forward axis points away from the camera
-            pass
-    return CAMERA_ROTATION.T @ rot
+    p3 = torch.cat([torch.nan_to_num(p), torch.zeros(4, 1)], -1)
+    left = (p3[0] + p3[2]) - (p3[1] + p3[3])
+    up = 0.5 * (p3[0] + p3[1]) - 0.5 * (p3[2] + p3[3])
+    if (vis < 0.3).any() or up.norm() < 1e-6:
+        up = torch.tensor([0.0, -1.0, 0.0])
+    left = torch.tensor([float(left[0]), 0.0, 0.0]) if float(left[0].abs()) > 1e-6 else torch.tensor([1.0, 0.0, 0.0])
+    rot = _torso_rotation(left, up)
+    return rot if rot is not None else torch.diag(torch.tensor([1.0, -1.0, -1.0]))
+
+
+def initial_root_rotation(observation: PersonObservation) -> Tensor:
+    """World rotation ``[3, 3]`` of the body's root from the shoulders and hips: from the metric
+    world landmarks when they are there, else from the image."""
+    rot = _world_torso(observation)
+    return CAMERA_ROTATION.T @ (rot if rot is not None else _image_torso(observation))
+
+
+def orientation_candidates(observation: PersonObservation, yaw_deg: float = 50.0) -> list[Tensor]:
+    """Root orientations ``[3, 3]`` a cold fit tries: the world landmarks' torso, the image's, and
+    the image's turned by +-``yaw_deg`` about the vertical (the world landmarks can be wrong)."""
+    image = CAMERA_ROTATION.T @ _image_torso(observation)
+    yaw = lambda d: roma.rotvec_to_rotmat(torch.tensor([0.0, math.radians(d), 0.0]))
+    out = [image, yaw(yaw_deg) @ image, yaw(-yaw_deg) @ image]
+    world = _world_torso(observation)
+    if world is not None:
+        out.insert(0, CAMERA_ROTATION.T @ world)
+    return out
 
 
 def default_focal(size: tuple[int, int], fovy_deg: float) -> float:
@@ -521,7 +537,7 @@ def _pose_of(params: _Params, frames: int) -> SMPLXPose:
 
 
 def _evaluate(model: _Model, params: _Params, t: _Targets, config: FitConfig, silhouette: bool,
-              warm: Optional[Tensor]) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+              warm: Optional[Tensor], sequence: bool = True) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
     """The energy and its terms; also what the result needs (markers, camera points)."""
     frames = params.orient.shape[0]
     body = model.body
@@ -544,7 +560,10 @@ def _evaluate(model: _Model, params: _Params, t: _Targets, config: FitConfig, si
     hips = 0.5 * (cam[:, _MARK["left_hip"]] + cam[:, _MARK["right_hip"]])
     centred = cam - hips[:, None]
     werr = (centred - t.world) / 0.05
-    terms["world"] = config.w_world * (werr.square().sum(-1) * t.world_weights).sum(-1) / t.world_weights.sum(-1).clamp_min(1e-6)
+    axes = torch.tensor([1.0, 1.0, config.world_depth_weight], device=werr.device)
+    terms["world"] = config.w_world * ((werr.square() * axes).sum(-1) * t.world_weights).sum(-1) / t.world_weights.sum(-1).clamp_min(1e-6)
+    up = roma.rotvec_to_rotmat(params.orient)[:, 1, 1]  # world y of the body's up axis
+    terms["upright"] = config.w_upright * (1 - up)
     if silhouette and t.outside is not None:
         surf = lbs_points(rest_v[:, model.surface].expand(frames, -1, -1), model.surface_weights, transforms)
         sc = surf @ r.T + trans[:, None]
@@ -565,14 +584,14 @@ def _evaluate(model: _Model, params: _Params, t: _Targets, config: FitConfig, si
     if config.fit_focal:
         f0 = math.log(default_focal(t.size, config.fovy_deg))
         terms["focal_prior"] = config.w_focal_prior * (params.log_focal - f0).square().sum().expand(frames)
-    if frames > 1:
+    if frames > 1 and sequence:
         dp = (params.body_pose[1:] - params.body_pose[:-1]).square().sum((-1, -2))
         do = (params.orient[1:] - params.orient[:-1]).square().sum(-1)
         smooth = torch.cat([dp + do, dp.new_zeros(1)])
         terms["temporal"] = config.w_temporal * smooth
     if warm is not None:
         terms["warm"] = config.w_warm * (params.body_pose - warm).square().sum((-1, -2))
-    total = sum(v.mean() for v in terms.values())
+    total = sum(v.sum() if not sequence else v.mean() for v in terms.values())
     return total, terms, {"proj": proj, "cam": centred, "joints": joints, "transforms": transforms,
                           "rest_v": rest_v}
 
@@ -616,13 +635,13 @@ def _initial_translation(model: _Model, params: _Params, t: _Targets,
 
 
 def _run(model: _Model, params: _Params, t: _Targets, config: FitConfig, steps: int, groups: list[dict],
-         silhouette: bool, warm: Optional[Tensor]) -> None:
+         silhouette: bool, warm: Optional[Tensor], sequence: bool = True) -> None:
     if steps <= 0:
         return
     opt = torch.optim.Adam(groups)
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
-        loss, _, _ = _evaluate(model, params, t, config, silhouette, warm)
+        loss, _, _ = _evaluate(model, params, t, config, silhouette, warm, sequence)
         loss.backward()
         opt.step()
         if model.basis.num_coords:
@@ -688,7 +707,11 @@ def fit_bodies(body: BodyModel, observations: Sequence[PersonObservation], confi
             move_shape = False
         cam_groups = [{"params": [params.transl_xy, params.log_depth], "lr": config.lr_camera},
                       {"params": [params.orient], "lr": config.lr_pose}]
-        if init is None:
+        if init is None and frames == 1 and config.orientation_candidates:
+            params = _best_start(model, params, observations[0], config, device)
+            cam_groups = [{"params": [params.transl_xy, params.log_depth], "lr": config.lr_camera},
+                          {"params": [params.orient], "lr": config.lr_pose}]
+        elif init is None:
             _run(model, params, t, config, config.init_iterations, cam_groups, False, None)
         groups = cam_groups + [{"params": [params.body_pose], "lr": config.lr_pose}]
         if move_shape:
@@ -707,6 +730,31 @@ def fit_bodies(body: BodyModel, observations: Sequence[PersonObservation], confi
         r.seconds = {"init": t_init, "optimise": t_opt, "total": total}
         r.iterations = iters
     return results
+
+
+def _best_start(model: _Model, params: _Params, observation: PersonObservation, config: FitConfig,
+                device) -> _Params:
+    """Run the camera-and-root stage from every :func:`orientation_candidates` at once (as a batch)
+    and keep the start with the lowest landmark energy."""
+    cands = orientation_candidates(observation)
+    k = len(cands)
+    tk = _targets([observation] * k, config, device, False)
+    orient = torch.stack([roma.rotmat_to_rotvec(r) for r in cands]).to(device)
+    pk = _Params(orient, params.body_pose.detach().expand(k, -1, -1), params.coords.detach(),
+                 torch.tensor([[0.0, 0.0, 3.0]], device=device).expand(k, 3), params.log_focal.detach())
+    with torch.no_grad():
+        tr = _initial_translation(model, pk, tk)
+        pk.transl_xy.copy_(tr[:, :2])
+        pk.log_depth.copy_(tr[:, 2:].clamp_min(0.3).log())
+    groups = [{"params": [pk.transl_xy, pk.log_depth], "lr": config.lr_camera},
+              {"params": [pk.orient], "lr": config.lr_pose}]
+    _run(model, pk, tk, config, config.init_iterations, groups, False, None, sequence=False)
+    with torch.no_grad():
+        _, terms, _ = _evaluate(model, pk, tk, config, False, None, sequence=False)
+        best = int((terms["2d"] + terms["world"]).argmin())
+        out = _Params(pk.orient[best:best + 1], pk.body_pose[best:best + 1], pk.coords,
+                      pk.cam_translation()[best:best + 1], pk.log_focal)
+    return out
 
 
 def _collect(model: _Model, params: _Params, t: _Targets, terms: dict[str, Tensor], extra: dict[str, Tensor],

@@ -5,9 +5,9 @@ small linear-blend-skinning product (``lbs_points`` of 33 points) and follows th
 
 - joints (shoulders, elbows, wrists, knees, ankles, finger knuckles) sit on a joint, optionally
   offset in the joint's rest frame, and move rigidly with it;
-- the hips sit below and outside the body model's hip joints: BlazePose (like COCO) marks the hip
-  near the outside of the pelvis, where the model's hip joint is the centre of the femoral head
-  (:data:`HIP_OFFSETS`, per body model, metres in the rest frame);
+- BlazePose's hips, shoulders, knees and ankles do not sit exactly on the model's joints; a fixed
+  offset in the joint's rest frame, per body model, moves them where BlazePose puts them
+  (:data:`JOINT_OFFSETS`; for SMPL-X the hips sit outside and below its hip joints);
 - the face (nose, eyes, ears, mouth), heels and toe tips are surface points: canonical mesh
   vertices picked by geometry (the most forward head vertex is the nose tip, the most lateral ones
   at eye height are the ears, the lowest-backmost foot vertex is the heel, ...), skinned with the
@@ -39,10 +39,15 @@ BODY_JOINTS: dict[str, dict[str, str]] = {
                   wrist="left_wrist", pinky="left_pinky1", index="left_index1", thumb="left_thumb2",
                   hip="left_hip", knee="left_knee", ankle="left_ankle", toe="left_foot", pelvis="pelvis"),
 }
-# Where BlazePose's hip landmark sits relative to the model's (left) hip joint: outward, down.
-HIP_OFFSETS: dict[str, tuple[float, float, float]] = {
-    "anny": (0.025, -0.03, 0.0),
-    "smplx": (0.05, -0.04, 0.0),
+# Where BlazePose's landmarks sit relative to the model's (left) joints, metres in the rest frame
+# (x outward, y up, z forward). anny: measured with MediaPipe (pose_landmarker_full) on the
+# project's own renders (4 poses x front and side views, scripts/eval_pose.py's bodies): its hips
+# lie about 1 cm inside and below anny's hip joints, its shoulders 1.7 cm above, its knees 2 cm
+# below and its ankles 2 cm above the joints. SMPL-X: a guess (not measured: no licensed files).
+JOINT_OFFSETS: dict[str, dict[str, tuple[float, float, float]]] = {
+    "anny": {"hip": (-0.012, -0.008, 0.0), "shoulder": (0.0, 0.017, 0.0), "knee": (0.0, -0.02, 0.0),
+             "ankle": (0.0, 0.02, 0.0)},
+    "smplx": {"hip": (0.04, -0.03, 0.0)},
 }
 # Joints whose skinned vertices form the head / the left foot (regular expressions).
 HEAD_PATTERN = r"^(head|jaw|eye\.[LR]|left_eye_smplhf|right_eye_smplhf)$"
@@ -99,8 +104,9 @@ def _region(body: BodyModel, pattern: str) -> Tensor:
     return torch.nonzero(torch.isin(dominant, torch.tensor(joints)))[:, 0]
 
 
-def body_markers(body: BodyModel, hip_offset: Optional[tuple[float, float, float]] = None) -> BodyMarkers:
-    """The BlazePose markers of ``body`` (``"anny"`` or ``"smplx"``), picked on its canonical mesh."""
+def body_markers(body: BodyModel, offsets: Optional[dict[str, tuple[float, float, float]]] = None) -> BodyMarkers:
+    """The BlazePose markers of ``body`` (``"anny"`` or ``"smplx"``), picked on its canonical mesh.
+    ``offsets``: per joint marker (``"hip"``, ``"shoulder"``, ...), default :data:`JOINT_OFFSETS`."""
     if body.name not in BODY_JOINTS:
         raise ValueError(f"no BlazePose markers for body '{body.name}'; known: {sorted(BODY_JOINTS)}")
     names = BODY_JOINTS[body.name]
@@ -111,7 +117,7 @@ def body_markers(body: BodyModel, hip_offset: Optional[tuple[float, float, float
     verts = body.rest_vertices.detach().cpu().float()
     joints = body.rest_joints.detach().cpu().float()
     jpos = lambda name: joints[index[name]]
-    hip = HIP_OFFSETS.get(body.name, (0.0, 0.0, 0.0)) if hip_offset is None else hip_offset
+    offsets = JOINT_OFFSETS.get(body.name, {}) if offsets is None else offsets
 
     vertex = torch.full((NUM_LANDMARKS,), -1, dtype=torch.long)
     joint = torch.zeros(NUM_LANDMARKS, dtype=torch.long)
@@ -124,9 +130,9 @@ def body_markers(body: BodyModel, hip_offset: Optional[tuple[float, float, float
 
     for side, mirror in (("left", 1.0), ("right", -1.0)):
         pick = (lambda n: n) if side == "left" else _right
-        for part in ("shoulder", "elbow", "wrist", "pinky", "index", "thumb", "knee", "ankle"):
-            on_joint(f"{side}_{part}", pick(names[part]))
-        on_joint(f"{side}_hip", pick(names["hip"]), (mirror * hip[0], hip[1], hip[2]))
+        for part in ("shoulder", "elbow", "wrist", "pinky", "index", "thumb", "knee", "ankle", "hip"):
+            ox, oy, oz = offsets.get(part, (0.0, 0.0, 0.0))
+            on_joint(f"{side}_{part}", pick(names[part]), (mirror * ox, oy, oz))
 
     # face: surface points of the head, else offsets from the head and eye joints
     head_j, eye_l, eye_r = jpos(names["head"]), jpos(names["eye"]), jpos(_right(names["eye"]))
