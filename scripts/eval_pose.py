@@ -12,6 +12,8 @@ degree vertical field of view, 512 x 512, at the distance where the body fills 8
 a frontal camera, written to mp4 and run through scripts/video_to_motion's library.
 
 Metrics: MPJPE (mm) over the 22 SMPL-X body joints after root (pelvis) alignment, in camera axes;
+S-MPJPE after the best uniform scale too (one photo does not fix the person's size), PA-MPJPE after
+the best similarity transform (Procrustes);
 the mean joint-angle error (degrees, geodesic) of the 21 body joints' local rotations. "oracle"
 rows fit perfect synthetic landmarks (the fit's own error, without the detector's).
 """
@@ -49,6 +51,25 @@ def joint_selection(body) -> list[int]:
 def camera_frame(joints: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     j = joints @ rotation.T
     return j - j[0]
+
+
+def aligned_errors(pred: torch.Tensor, gt: torch.Tensor) -> tuple[float, float, float]:
+    """Mean joint errors (mm) of root-aligned joints ``[22, 3]``: as they are (MPJPE), after the
+    best uniform scale (S-MPJPE: the body's size is ambiguous in one photo), and after the best
+    similarity transform (PA-MPJPE, Procrustes)."""
+    pred, gt = pred.double(), gt.double()
+    mpjpe = (pred - gt).norm(dim=-1).mean()
+    s = (pred * gt).sum() / pred.square().sum().clamp_min(1e-12)
+    smpjpe = (s * pred - gt).norm(dim=-1).mean()
+    mp, mg = pred.mean(0), gt.mean(0)
+    a, b = pred - mp, gt - mg
+    u, sig, vt = torch.linalg.svd(a.T @ b)
+    d = torch.sign(torch.linalg.det(u @ vt))
+    fix = torch.diag(torch.tensor([1.0, 1.0, float(d)], dtype=a.dtype))
+    rot = u @ fix @ vt
+    scale = (sig * torch.diag(fix)).sum() / a.square().sum().clamp_min(1e-12)
+    pa = (scale * a @ rot + mg - gt).norm(dim=-1).mean()
+    return float(mpjpe * 1000), float(smpjpe * 1000), float(pa * 1000)
 
 
 def angle_error_deg(a: SMPLXPose, b: SMPLXPose) -> float:
@@ -156,12 +177,13 @@ def evaluate(args) -> dict:
                     continue
                 fit = fit_body(body, obs, config)
                 pred = camera_frame(fit.joints[sel], CAMERA_ROTATION)
-                mpjpe = float((pred - gt_cam).norm(dim=-1).mean() * 1000)
+                mpjpe, smpjpe, pampjpe = aligned_errors(pred, gt_cam)
                 ang = angle_error_deg(fit.pose, pose)
-                rows.append(dict(pose=name, view=view, source=source, detected=True, mpjpe_mm=mpjpe, angle_deg=ang,
+                rows.append(dict(pose=name, view=view, source=source, detected=True, mpjpe_mm=mpjpe,
+                                 s_mpjpe_mm=smpjpe, pa_mpjpe_mm=pampjpe, angle_deg=ang,
                                  reprojection_px=fit.reprojection_px, fit_seconds=fit.seconds["total"],
                                  height_true=float(shape[0, 4]), height_fit=float(fit.shape[0, 4])))
-                print(f"{name:14s} {view:5s} {source:9s} MPJPE {mpjpe:6.1f} mm  angle {ang:5.1f} deg  "
+                print(f"{name:14s} {view:5s} {source:9s} MPJPE {mpjpe:6.1f} mm  S {smpjpe:6.1f}  PA {pampjpe:6.1f}  angle {ang:5.1f} deg  "
                       f"reproj {fit.reprojection_px:4.1f} px  fit {fit.seconds['total']:.1f} s", flush=True)
     detector.close()
     result = {"rows": rows, "summary": summarise(rows)}
@@ -189,6 +211,8 @@ def summarise(rows: list[dict]) -> dict:
                 out[f"{view}/{source}/{group}"] = dict(
                     n=len(sel), detected=len(ok),
                     mpjpe_mm=float(np.mean([r["mpjpe_mm"] for r in ok])) if ok else None,
+                    s_mpjpe_mm=float(np.mean([r["s_mpjpe_mm"] for r in ok])) if ok else None,
+                    pa_mpjpe_mm=float(np.mean([r["pa_mpjpe_mm"] for r in ok])) if ok else None,
                     angle_deg=float(np.mean([r["angle_deg"] for r in ok])) if ok else None)
     return out
 
@@ -229,11 +253,14 @@ def evaluate_video(scene: Scene, args) -> dict:
     errs, angs = [], []
     for i, (gt_cam, pose) in enumerate(gts):
         pred = camera_frame(joints[i][sel].cpu(), CAMERA_ROTATION)
-        errs.append(float((pred - gt_cam).norm(dim=-1).mean() * 1000))
+        errs.append(aligned_errors(pred, gt_cam))
         angs.append(angle_error_deg(motion.pose.frame(i), pose))
-    out = dict(frames=frames, fps=seq.fps, mpjpe_mm=float(np.mean(errs)), angle_deg=float(np.mean(angs)),
+    e = np.asarray(errs)
+    out = dict(frames=frames, fps=seq.fps, mpjpe_mm=float(e[:, 0].mean()), s_mpjpe_mm=float(e[:, 1].mean()),
+               pa_mpjpe_mm=float(e[:, 2].mean()), angle_deg=float(np.mean(angs)),
                lost=motion.lost, seconds=seconds, frames_per_second=frames / seconds, notes=motion.notes)
-    print(f"video walk_cycle x{args.video_loops}: {frames} frames MPJPE {out['mpjpe_mm']:.1f} mm  angle "
+    print(f"video walk_cycle x{args.video_loops}: {frames} frames MPJPE {out['mpjpe_mm']:.1f} mm  S {out['s_mpjpe_mm']:.1f}  "
+          f"PA {out['pa_mpjpe_mm']:.1f}  angle "
           f"{out['angle_deg']:.1f} deg  {out['frames_per_second']:.1f} frames/s end to end (track + fit)", flush=True)
     return out
 
@@ -257,7 +284,8 @@ def main() -> int:
     (args.out / "pose_eval.json").write_text(json.dumps(result, indent=1))
     for key, s in result["summary"].items():
         if s["mpjpe_mm"] is not None:
-            print(f"{key:28s} n={s['n']:2d} detected={s['detected']:2d}  MPJPE {s['mpjpe_mm']:6.1f} mm  angle {s['angle_deg']:5.1f} deg")
+            print(f"{key:28s} n={s['n']:2d} detected={s['detected']:2d}  MPJPE {s['mpjpe_mm']:6.1f} mm  "
+                  f"S-MPJPE {s['s_mpjpe_mm']:6.1f}  PA-MPJPE {s['pa_mpjpe_mm']:6.1f}  angle {s['angle_deg']:5.1f} deg")
     print(f"-> {args.out / 'pose_eval.json'} in {result['seconds']:.0f} s")
     return 0
 

@@ -78,6 +78,7 @@ class FitConfig:
     init_iterations: int = 30  # camera + root orientation only
     iterations: int = 120  # everything
     warm_iterations: int = 30  # everything, when warm-started from a previous fit
+    warm_lr_scale: float = 0.25  # learning rates x this when warm-started (Adam's first steps are ~lr)
     lr_pose: float = 0.05  # rad per Adam step (root and body joints)
     lr_shape: float = 0.03  # shape coordinates per step
     lr_camera: float = 0.03  # metres (x, y) and log-depth per step
@@ -101,7 +102,7 @@ class FitConfig:
     w_shape_prior: float = 0.2
     w_focal_prior: float = 20.0
     w_temporal: float = 20.0
-    w_warm: float = 0.5  # pull towards the warm-start pose (video)
+    w_warm: float = 0.1  # pull towards the warm-start pose (video)
     w_upright: float = 10.0  # the body's up axis towards the world's (1 - cos of the tilt)
     world_depth_weight: float = 0.25  # MediaPipe's world depths are the least reliable axis
     face_weight: float = 0.3  # landmark weights relative to the body's
@@ -719,6 +720,8 @@ def fit_bodies(body: BodyModel, observations: Sequence[PersonObservation], confi
         if config.fit_focal and init is None:
             groups.append({"params": [params.log_focal], "lr": config.lr_focal})
         steps = config.warm_iterations if init is not None else config.iterations
+        if init is not None:
+            groups = [dict(g, lr=g["lr"] * config.warm_lr_scale) for g in groups]
         _run(model, params, t, config, steps, groups, silhouette, warm)
         t_opt = time.perf_counter() - start - t_init
         with torch.no_grad():

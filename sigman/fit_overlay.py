@@ -17,7 +17,7 @@ BODY_COLOUR = np.array([0.55, 0.75, 1.0])
 
 
 def draw_fit(image: np.ndarray, fit: BodyFit, body: BodyModel, observation: Optional[PersonObservation] = None,
-             opacity: float = 0.6, max_faces: int = 30000) -> Image.Image:
+             opacity: float = 0.5, max_faces: int = 30000) -> Image.Image:
     """``image [H, W, 3]`` (uint8 or float in [0, 1]) with the fit drawn over it (RGB PIL image).
 
     The mesh is projected by ``fit.camera`` and painted back to front (painter's algorithm) with
