@@ -175,8 +175,25 @@ class SMPLXPose:
 
 
 def save_pose(path: Union[str, Path], pose: SMPLXPose) -> None:
-    """Write the seed's SMPL-X ``.npz`` layout, declaring the frame (``up_axis = "y"``)."""
-    np.savez(path, **pose.to_npz_dict(), up_axis=np.asarray("y"))
+    """Write ``pose`` as an SMPL-X ``.npz`` of plain arrays (read back by :func:`load_pose` with
+    ``allow_pickle=False``), declaring its frame (``up_axis = "y"``), with its frame rate as ``fps``
+    and AMASS's ``mocap_frame_rate``. The file is written to a temporary name beside ``path`` and
+    renamed: never half-written."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    arrays = pose.to_npz_dict()
+    arrays["mocap_frame_rate"] = arrays["fps"]
+    arrays["up_axis"] = np.asarray("y")
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", suffix=".tmp.npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 @dataclass

@@ -1,0 +1,801 @@
+"""Fit a body model (pose, shape, camera) to what person understanding saw in one photo.
+
+    fit = fit_body(body, observation)                 # a PersonObservation from sigman.person
+    fit.pose      # SMPLXPose, 1 frame, sigman's world frame (+Y up, facing +Z = facing the camera)
+    fit.shape     # [1, S]: anny phenotypes or SMPL-X betas
+    fit.camera    # Camera at the photo's size: fit.camera.project(fit.vertices) lies on the person
+    save_pose("photo_pose.npz", fit.pose)             # sigman.pose.save_pose
+
+What is fitted: the root orientation and the 21 SMPL-X body joints (hands, jaw and eyes rest), the
+body shape (anny: height, weight and proportions by default; SMPL-X: the first betas), and a
+pinhole camera (translation; the focal length under a prior around a 55 degree vertical field of
+view). The camera's rotation is fixed: it looks along world -Z from the +Z side with world +Y up,
+so a person facing the camera faces +Z; a tilted photo shows up as the body's root orientation.
+
+Energy (each term visibility-weighted where it uses landmarks):
+
+- 2-D landmarks: the 33 BlazePose markers of the body (:mod:`sigman.body.markers`; the hip
+  markers sit outside and below the model's hip joints) projected by the camera, against the
+  image landmarks, in units of the person's pixel height, robustified (Geman-McClure);
+- 3-D landmarks: the markers in camera axes, hip-centred, against MediaPipe's metric world
+  landmarks (they carry the depth the photo lacks and the person's metric size);
+- silhouette (photos only): a cheap differentiable stand-in for rendering, on a mask downsampled
+  to at most ``silhouette_size`` px: projected surface points must fall inside the mask (distance
+  transform of its outside, sampled bilinearly), and sampled mask pixels must have a projected
+  point near them (one-sided Chamfer). Rendering the UV Gaussians with the project's PyTorch
+  rasterizer at 96 px costs far more per iteration on 2 CPU cores than the whole 10 s budget
+  allows for ~150 iterations, while these two point terms cost well under a millisecond each;
+- priors: L2 of the body joints to a standing pose (per-joint weights), hinge limits (knees and
+  elbows bend one way and barely sideways), the shape towards the mean, the focal length towards
+  its prior, and, for several frames at once, smooth motion.
+
+Shape: anny computes non-default phenotypes with its own (non-differentiable, slow) module, so the
+fit uses a linear shape basis (:class:`ShapeBasis`): finite differences of the canonical vertices
+and joints per shape coordinate around the mean, built once and cached on disk. For SMPL-X the
+basis is exact (betas are linear).
+
+Initialisation: the root orientation from the shoulders and hips of the world landmarks (the
+image landmarks when the world ones are missing), the depth from the ratio of metric to pixel
+extents (focal length times metres over pixels), then a short camera-and-root stage before all
+parameters move. A previous fit (``init=``) warm-starts the pose, shape and camera (video).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import roma
+import torch
+from torch import Tensor
+
+from sigman.body.base import BodyModel
+from sigman.body.markers import BodyMarkers, body_markers
+from sigman.lbs import lbs_points
+from sigman.observation import BLAZEPOSE_LANDMARKS, PersonObservation
+from sigman.paths import cache_dir
+from sigman.pose import SMPLX_JOINT_NAMES, SMPLXPose
+from sigman.render.cameras import Camera
+
+# World -> camera rotation of every fitted camera: on the +Z side looking along -Z, +Y up
+# (OpenCV axes: camera x = world x, camera y = -world y, camera z = -world z).
+CAMERA_ROTATION = torch.tensor([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
+_BODY_INDEX = {name: i - 1 for i, name in enumerate(SMPLX_JOINT_NAMES[:22]) if i > 0}
+_MARK = {name: i for i, name in enumerate(BLAZEPOSE_LANDMARKS)}
+TORSO = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
+
+
+@dataclass
+class FitConfig:
+    """Iterations, weights and learning rates of :func:`fit_body`."""
+
+    init_iterations: int = 30  # camera + root orientation only
+    iterations: int = 120  # everything
+    warm_iterations: int = 30  # everything, when warm-started from a previous fit
+    warm_lr_scale: float = 0.25  # learning rates x this when warm-started (Adam's first steps are ~lr)
+    lr_pose: float = 0.05  # rad per Adam step (root and body joints)
+    lr_shape: float = 0.03  # shape coordinates per step
+    lr_camera: float = 0.03  # metres (x, y) and log-depth per step
+    lr_focal: float = 0.01  # log focal length per step
+    fovy_deg: float = 55.0  # prior vertical field of view
+    fit_focal: bool = True
+    fit_shape: bool = True
+    anny_shape_labels: tuple[str, ...] = ("height", "weight", "proportions")
+    smplx_num_betas: int = 10
+    silhouette: bool = True  # photos; video frames use fit_bodies(..., silhouette=False) by default
+    silhouette_size: int = 128  # px, long side of the mask used by the silhouette term
+    silhouette_points: int = 700  # surface points projected for the silhouette term
+    mask_samples: int = 400  # mask pixels sampled for the coverage term
+    min_visibility: float = 0.2  # landmarks below this are ignored
+    # weights
+    w_2d: float = 1.0
+    w_world: float = 0.05
+    w_silhouette: float = 0.3
+    w_pose_prior: float = 2.0
+    w_limits: float = 30.0
+    w_shape_prior: float = 0.2
+    w_focal_prior: float = 20.0
+    w_temporal: float = 20.0
+    w_warm: float = 0.1  # pull towards the warm-start pose (video)
+    w_upright: float = 10.0  # the body's up axis towards the world's (1 - cos of the tilt)
+    world_depth_weight: float = 0.25  # MediaPipe's world depths are the least reliable axis
+    face_weight: float = 0.3  # landmark weights relative to the body's
+    hand_weight: float = 0.3
+    foot_weight: float = 0.6
+    robust_sigma: float = 10.0  # Geman-McClure scale of the 2-D term (in units of 2% of the height)
+    orientation_candidates: bool = True  # photos: try several root orientations, keep the best
+    num_threads: Optional[int] = 1  # torch threads during the fit (small ops run fastest on one)
+
+
+@dataclass
+class BodyFit:
+    """One fitted frame.
+
+    Attributes:
+        pose: 1-frame :class:`SMPLXPose` in sigman's world frame (hands at rest; SMPL-X: ``betas``
+            holds the fitted shape).
+        shape: ``[1, S]`` the body's shape vector (anny phenotypes in [0, 1], SMPL-X betas).
+        camera: one :class:`Camera` at the observation's image size.
+        joints: ``[J, 3]`` posed joints of the body (world, metres).
+        vertices: ``[V, 3]`` posed vertices (world, metres; the linear shape basis).
+        markers_2d: ``[33, 2]`` the BlazePose markers of the fitted body, projected (pixels).
+        reprojection_px: visibility-weighted mean distance of markers_2d to the landmarks (pixels).
+        world_error_m: visibility-weighted mean 3-D distance to the world landmarks (metres).
+        focal_px: fitted focal length (pixels).
+        losses: the final value of each energy term.
+        seconds: wall time per stage (``init``, ``optimise``, ``total``).
+        iterations: Adam steps taken.
+    """
+
+    pose: SMPLXPose
+    shape: Tensor
+    camera: Camera
+    joints: Tensor
+    vertices: Tensor
+    markers_2d: Tensor
+    reprojection_px: float
+    world_error_m: float
+    focal_px: float
+    losses: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    iterations: int = 0
+    camera_translation: Optional[Tensor] = None  # [3] world -> camera translation (metres)
+
+
+# ----------------------------------------------------------------------------------------------
+# Shape basis
+
+
+@dataclass
+class ShapeBasis:
+    """Linear shape model ``rest(c) = base + sum_k (c_k - centre_k) dirs_k`` over the fitted
+    shape coordinates ``c [B, K]`` (a subset of the body's shape vector, ``index``)."""
+
+    base_vertices: Tensor  # [V, 3]
+    base_joints: Tensor  # [J, 3]
+    dir_vertices: Tensor  # [K, V, 3] per unit of the coordinate
+    dir_joints: Tensor  # [K, J, 3]
+    centre: Tensor  # [S] the body's mean shape vector
+    index: Tensor  # [K] long, which entries of the shape vector are fitted
+    low: float
+    high: float
+
+    @property
+    def num_coords(self) -> int:
+        return int(self.index.numel())
+
+    def to(self, device) -> "ShapeBasis":
+        return ShapeBasis(*(getattr(self, k).to(device) for k in (
+            "base_vertices", "base_joints", "dir_vertices", "dir_joints", "centre", "index")),
+            self.low, self.high)
+
+    def rest(self, coords: Tensor) -> tuple[Tensor, Tensor]:
+        """``coords [B, K]`` -> canonical vertices ``[B, V, 3]`` and joints ``[B, J, 3]``."""
+        delta = coords - self.centre[self.index]
+        v = self.base_vertices + torch.einsum("bk,kvc->bvc", delta, self.dir_vertices)
+        j = self.base_joints + torch.einsum("bk,kjc->bjc", delta, self.dir_joints)
+        return v, j
+
+    def full_shape(self, coords: Tensor) -> Tensor:
+        """The body's whole shape vector ``[B, S]`` with ``coords`` filled in."""
+        shape = self.centre.expand(coords.shape[0], -1).clone()
+        shape[:, self.index] = coords.detach()
+        return shape
+
+
+def _shape_index(body: BodyModel, config: FitConfig) -> list[int]:
+    if body.name == "anny":
+        from sigman.body.anny_body import PHENOTYPE_LABELS
+
+        unknown = [k for k in config.anny_shape_labels if k not in PHENOTYPE_LABELS]
+        if unknown:
+            raise ValueError(f"unknown anny phenotypes {unknown}; choose from {PHENOTYPE_LABELS}")
+        return [PHENOTYPE_LABELS.index(k) for k in config.anny_shape_labels]
+    return list(range(min(config.smplx_num_betas, body.shape_dim)))
+
+
+def build_shape_basis(body: BodyModel, config: FitConfig = FitConfig(), step: float = 0.15,
+                      cache: bool = True) -> ShapeBasis:
+    """The linear shape basis of ``body`` over the coordinates ``config`` fits.
+
+    anny: central differences of ``body.rest`` (anny's module) at ``0.5 +- step``, cached under
+    :func:`sigman.paths.cache_dir` (built once per machine). SMPL-X: exact unit-beta differences.
+    """
+    index = _shape_index(body, config) if config.fit_shape else []
+    centre = body.default_shape(1)[0].detach()
+    device = body.rest_vertices.device
+    base_v, base_j = body.rest_vertices.detach(), body.rest_joints.detach()
+    k = len(index)
+    if k == 0:
+        return ShapeBasis(base_v, base_j, base_v.new_zeros(0, *base_v.shape), base_j.new_zeros(0, *base_j.shape),
+                          centre, torch.zeros(0, dtype=torch.long, device=device), 0.0, 1.0)
+    if body.name == "anny":
+        key = hashlib.sha1(base_v.cpu().numpy().tobytes() + str((index, step)).encode()).hexdigest()[:12]
+        path = cache_dir() / "fit" / f"anny_shape_basis_{key}.npz"
+        arrays = None
+        if cache and path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    arrays = {n: torch.from_numpy(data[n]) for n in data.files}
+            except Exception:  # a corrupt cache is rebuilt
+                arrays = None
+        if arrays is None:
+            shapes = centre.expand(2 * k, -1).clone()
+            for i, s in enumerate(index):
+                shapes[2 * i, s] += step
+                shapes[2 * i + 1, s] -= step
+            v, j = body.rest(shapes)
+            arrays = {"dir_vertices": ((v[0::2] - v[1::2]) / (2 * step)).float().cpu(),
+                      "dir_joints": ((j[0::2] - j[1::2]) / (2 * step)).float().cpu()}
+            if cache:
+                _atomic_savez(path, {n: a.numpy() for n, a in arrays.items()})
+        return ShapeBasis(base_v, base_j, arrays["dir_vertices"].to(device), arrays["dir_joints"].to(device),
+                          centre, torch.tensor(index, device=device), 0.0, 1.0)
+    shapes = torch.zeros(k, body.shape_dim, device=device)
+    shapes[torch.arange(k), torch.tensor(index)] = 1.0
+    with torch.no_grad():
+        v, j = body.rest(shapes)
+    return ShapeBasis(base_v, base_j, (v - base_v).detach(), (j - base_j).detach(), centre,
+                      torch.tensor(index, device=device), -3.0, 3.0)
+
+
+def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# ----------------------------------------------------------------------------------------------
+# Priors
+
+
+def neutral_body_pose() -> Tensor:
+    """The pose prior's mean and the cold-start pose: standing, arms down, elbows soft ``[21, 3]``."""
+    from sigman.presets import standing
+
+    return standing().body_pose[0].clone()
+
+
+def _prior_weights() -> Tensor:
+    """Per-joint weights of the L2 pose prior ``[21]`` (the spine and collars barely move alone)."""
+    w = {"spine1": 3.0, "spine2": 3.0, "spine3": 3.0, "neck": 1.5, "head": 0.8, "left_collar": 4.0,
+         "right_collar": 4.0, "left_foot": 3.0, "right_foot": 3.0, "left_wrist": 1.0, "right_wrist": 1.0,
+         "left_ankle": 1.0, "right_ankle": 1.0}
+    return torch.tensor([w.get(n, 0.15) for n in SMPLX_JOINT_NAMES[1:22]])
+
+
+def joint_limit_penalty(body_pose: Tensor) -> Tensor:
+    """Hinge limits, ``body_pose [T, 21, 3]`` -> ``[T]``: knees flex about +X only, the left elbow
+    about -Y and the right about +Y (SMPL-X's T-pose frames); sideways bending costs more."""
+    relu = torch.nn.functional.relu
+    knees = body_pose[:, [_BODY_INDEX["left_knee"], _BODY_INDEX["right_knee"]]]
+    le, re = body_pose[:, _BODY_INDEX["left_elbow"]], body_pose[:, _BODY_INDEX["right_elbow"]]
+    return (relu(-knees[..., 0]).square().sum(-1) + 0.5 * knees[..., 1:].square().sum((-1, -2))
+            + relu(le[:, 1]).square() + relu(-re[:, 1]).square()
+            + 0.1 * (le[:, 2].square() + re[:, 2].square()))
+
+
+# ----------------------------------------------------------------------------------------------
+# Observation tensors
+
+
+@dataclass
+class _Targets:
+    """What the energy compares against, for ``T`` frames (on the fit's device)."""
+
+    landmarks: Tensor  # [T, 33, 2] px
+    weights: Tensor  # [T, 33] visibility x per-landmark weight (0 = ignored)
+    world: Tensor  # [T, 33, 3] hip-centred metres (camera axes)
+    world_weights: Tensor  # [T, 33]
+    scale: Tensor  # [T] person height in px
+    size: tuple[int, int]  # (W, H)
+    outside: Optional[Tensor] = None  # [T, 1, h, w] distance (in units of scale) to the mask
+    mask_points: Optional[Tensor] = None  # [T, M, 2] px, mask pixel samples
+    mask_valid: Optional[Tensor] = None  # [T, M] bool
+
+
+def _landmark_weights(config: FitConfig) -> Tensor:
+    w = torch.ones(len(BLAZEPOSE_LANDMARKS))
+    for i, name in enumerate(BLAZEPOSE_LANDMARKS):
+        if i <= 10:
+            w[i] = config.face_weight
+        elif any(k in name for k in ("pinky", "index", "thumb")):
+            w[i] = config.hand_weight
+        elif any(k in name for k in ("heel", "foot")):
+            w[i] = config.foot_weight
+    return w
+
+
+def _targets(observations: Sequence[PersonObservation], config: FitConfig, device, silhouette: bool) -> _Targets:
+    sizes = {tuple(o.image_size) for o in observations}
+    if len(sizes) != 1:
+        raise ValueError(f"all observations of one fit must share an image size, got {sorted(sizes)}")
+    size = observations[0].image_size
+    lw = _landmark_weights(config)
+    lm, wt, world, wwt, scale = [], [], [], [], []
+    for o in observations:
+        vis = torch.from_numpy(np.asarray(o.visibility, np.float32)).clamp(0, 1)
+        vis = torch.where(vis >= config.min_visibility, vis, torch.zeros_like(vis))
+        pts = torch.from_numpy(np.asarray(o.landmarks, np.float32))
+        finite = torch.isfinite(pts).all(-1)
+        vis = torch.where(finite, vis, torch.zeros_like(vis))
+        lm.append(torch.nan_to_num(pts))
+        wt.append(vis * lw)
+        wl = torch.from_numpy(np.asarray(o.world_landmarks, np.float32))
+        ok = torch.isfinite(wl).all(-1) & (wl.abs().sum(-1) > 0)
+        world.append(torch.nan_to_num(wl))
+        wwt.append(torch.where(ok, vis, torch.zeros_like(vis)) * lw)
+        seen = pts[vis > 0]
+        if len(seen) >= 2:
+            ext = float(seen[:, 1].max() - seen[:, 1].min())
+            ext = max(ext, 0.5 * float(seen[:, 0].max() - seen[:, 0].min()))
+        else:
+            ext = 0.0
+        if ext <= 1.0:
+            x0, y0, x1, y1 = o.person_box
+            ext = float(max(y1 - y0, 1))
+        scale.append(max(ext, 8.0))
+    t = _Targets(torch.stack(lm).to(device), torch.stack(wt).to(device), torch.stack(world).to(device),
+                 torch.stack(wwt).to(device), torch.tensor(scale, device=device), size)
+    if silhouette:
+        _add_silhouette_targets(t, observations, config, device)
+    return t
+
+
+def _add_silhouette_targets(t: _Targets, observations: Sequence[PersonObservation], config: FitConfig, device) -> None:
+    from scipy.ndimage import distance_transform_edt
+
+    w, h = t.size
+    factor = min(1.0, config.silhouette_size / max(w, h))
+    sw, sh = max(4, round(w * factor)), max(4, round(h * factor))
+    outside, points, valid = [], [], []
+    for i, o in enumerate(observations):
+        mask = torch.from_numpy(np.asarray(o.mask, np.float32))[None, None]
+        small = torch.nn.functional.interpolate(mask, size=(sh, sw), mode="area")[0, 0].numpy() > 0.5
+        px_per_cell = w / sw
+        if small.any():
+            dist = distance_transform_edt(~small) * px_per_cell / float(t.scale[i])
+        else:
+            dist = np.zeros_like(small, dtype=np.float64)
+        outside.append(torch.from_numpy(dist.astype(np.float32))[None])
+        rows, cols = np.nonzero(small)
+        m = config.mask_samples
+        if len(rows):
+            pick = np.linspace(0, len(rows) - 1, min(m, len(rows))).round().astype(np.int64)
+            p = np.stack([(cols[pick] + 0.5) * (w / sw), (rows[pick] + 0.5) * (h / sh)], -1)
+        else:
+            p = np.zeros((0, 2))
+        pad = np.zeros((m, 2), np.float32)
+        pad[: len(p)] = p
+        points.append(torch.from_numpy(pad))
+        v = torch.zeros(m, dtype=torch.bool)
+        v[: len(p)] = True
+        valid.append(v)
+    t.outside = torch.stack(outside).to(device)
+    t.mask_points = torch.stack(points).to(device)
+    t.mask_valid = torch.stack(valid).to(device)
+
+
+# ----------------------------------------------------------------------------------------------
+# Initialisation
+
+
+def _torso_rotation(left: Tensor, up: Tensor) -> Optional[Tensor]:
+    """Body-to-camera rotation ``[3, 3]`` from the body's left and up directions in camera axes."""
+    if left.norm() < 1e-6 or up.norm() < 1e-6:
+        return None
+    left = left / left.norm()
+    up = up - (up @ left) * left
+    if up.norm() < 1e-6:
+        return None
+    up = up / up.norm()
+    forward = torch.linalg.cross(left, up)
+    return torch.stack([left, up, forward], dim=1)
+
+
+def _world_torso(observation: PersonObservation) -> Optional[Tensor]:
+    """Body-to-camera rotation from the world landmarks' shoulders and hips (``None`` if absent)."""
+    i = [_MARK[n] for n in TORSO]
+    wl = torch.from_numpy(np.asarray(observation.world_landmarks, np.float32))[i]
+    if not torch.isfinite(wl).all() or wl.abs().sum() == 0:
+        return None
+    left = (wl[0] + wl[2]) - (wl[1] + wl[3])  # the person's left, camera axes
+    up = 0.5 * (wl[0] + wl[1]) - 0.5 * (wl[2] + wl[3])
+    return _torso_rotation(left, up)
+
+
+def _image_torso(observation: PersonObservation) -> Tensor:
+    """Body-to-camera rotation from the image alone: the torso in the image plane, facing the camera
+    when the person's left is on the image's right, else away."""
+    i = [_MARK[n] for n in TORSO]
+    p = torch.from_numpy(np.asarray(observation.landmarks, np.float32))[i]
+    vis = torch.from_numpy(np.asarray(observation.visibility, np.float32))[i]
+    p3 = torch.cat([torch.nan_to_num(p), torch.zeros(4, 1)], -1)
+    left = (p3[0] + p3[2]) - (p3[1] + p3[3])
+    up = 0.5 * (p3[0] + p3[1]) - 0.5 * (p3[2] + p3[3])
+    if (vis < 0.3).any() or up.norm() < 1e-6:
+        up = torch.tensor([0.0, -1.0, 0.0])
+    left = torch.tensor([float(left[0]), 0.0, 0.0]) if float(left[0].abs()) > 1e-6 else torch.tensor([1.0, 0.0, 0.0])
+    rot = _torso_rotation(left, up)
+    return rot if rot is not None else torch.diag(torch.tensor([1.0, -1.0, -1.0]))
+
+
+def initial_root_rotation(observation: PersonObservation) -> Tensor:
+    """World rotation ``[3, 3]`` of the body's root from the shoulders and hips: from the metric
+    world landmarks when they are there, else from the image."""
+    rot = _world_torso(observation)
+    return CAMERA_ROTATION.T @ (rot if rot is not None else _image_torso(observation))
+
+
+def orientation_candidates(observation: PersonObservation, yaw_deg: float = 50.0) -> list[Tensor]:
+    """Root orientations ``[3, 3]`` a cold fit tries: the world landmarks' torso, the image's, and
+    the image's turned by +-``yaw_deg`` about the vertical (the world landmarks can be wrong)."""
+    image = CAMERA_ROTATION.T @ _image_torso(observation)
+    yaw = lambda d: roma.rotvec_to_rotmat(torch.tensor([0.0, math.radians(d), 0.0]))
+    out = [image, yaw(yaw_deg) @ image, yaw(-yaw_deg) @ image]
+    world = _world_torso(observation)
+    if world is not None:
+        out.insert(0, CAMERA_ROTATION.T @ world)
+    return out
+
+
+def default_focal(size: tuple[int, int], fovy_deg: float) -> float:
+    """Focal length (pixels) of a vertical field of view ``fovy_deg`` on an image ``(W, H)``."""
+    return 0.5 * size[1] / math.tan(math.radians(fovy_deg) / 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# The fit
+
+
+@dataclass
+class _Model:
+    """Everything fixed for one body: markers, shape basis, silhouette points, prior tensors."""
+
+    body: BodyModel
+    markers: BodyMarkers
+    basis: ShapeBasis
+    surface: Tensor  # [P] vertex indices for the silhouette
+    surface_weights: Tensor  # [P, J]
+    neutral: Tensor  # [21, 3]
+    prior_weights: Tensor  # [21]
+
+
+_MODEL_CACHE_ATTR = "_sigman_fit_model"
+
+
+def _model(body: BodyModel, config: FitConfig, basis: Optional[ShapeBasis] = None) -> _Model:
+    """Fit assets of ``body`` (kept on the body object, keyed by what they depend on)."""
+    key = (config.fit_shape, tuple(config.anny_shape_labels), config.smplx_num_betas,
+           config.silhouette_points, str(body.rest_vertices.device), id(basis))
+    cached = getattr(body, _MODEL_CACHE_ATTR, None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    device = body.rest_vertices.device
+    basis = build_shape_basis(body, config) if basis is None else basis.to(device)
+    v = body.num_vertices
+    p = min(config.silhouette_points, v)
+    surface = torch.linspace(0, v - 1, p, device=device).round().long()
+    model = _Model(body, body_markers(body), basis, surface, body.skin_weights[surface],
+                   neutral_body_pose().to(device), _prior_weights().to(device))
+    object.__setattr__(body, _MODEL_CACHE_ATTR, (key, model))
+    return model
+
+
+@contextlib.contextmanager
+def _threads(n: Optional[int]):
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _gmof(sq: Tensor, sigma: float) -> Tensor:
+    s2 = sigma * sigma
+    return s2 * sq / (s2 + sq)
+
+
+class _Params(torch.nn.Module):
+    def __init__(self, orient: Tensor, body_pose: Tensor, coords: Tensor, transl: Tensor, log_focal: Tensor):
+        super().__init__()
+        self.orient = torch.nn.Parameter(orient.clone())  # [T, 3] axis-angle (world)
+        self.body_pose = torch.nn.Parameter(body_pose.clone())  # [T, 21, 3]
+        self.coords = torch.nn.Parameter(coords.clone())  # [1, K]
+        self.transl_xy = torch.nn.Parameter(transl[:, :2].clone())  # [T, 2] camera translation (m)
+        self.log_depth = torch.nn.Parameter(transl[:, 2:].clamp_min(0.05).log())  # [T, 1]
+        self.log_focal = torch.nn.Parameter(log_focal.clone())  # [1]
+
+    def cam_translation(self) -> Tensor:
+        return torch.cat([self.transl_xy, self.log_depth.exp()], dim=-1)
+
+
+def _pose_of(params: _Params, frames: int) -> SMPLXPose:
+    pose = SMPLXPose.zeros(frames)
+    pose = pose.to(params.orient.device)
+    pose.global_orient = params.orient
+    pose.body_pose = params.body_pose
+    return pose
+
+
+def _evaluate(model: _Model, params: _Params, t: _Targets, config: FitConfig, silhouette: bool,
+              warm: Optional[Tensor], sequence: bool = True) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+    """The energy and its terms; also what the result needs (markers, camera points)."""
+    frames = params.orient.shape[0]
+    body = model.body
+    rest_v, rest_j = model.basis.rest(params.coords)  # [1, V, 3], [1, J, 3]
+    pose = _pose_of(params, frames)
+    transforms, joints = body.pose_transforms(pose, rest_j.expand(frames, -1, -1))
+    canon = model.markers.canonical(rest_v, rest_j)
+    markers = model.markers.posed(canon, transforms)  # [T, 33, 3] world
+    r = CAMERA_ROTATION.to(markers)
+    trans = params.cam_translation()  # [T, 3]
+    cam = markers @ r.T + trans[:, None]
+    f = params.log_focal.exp()
+    w, h = t.size
+    z = cam[..., 2:].clamp_min(0.05)
+    proj = f * cam[..., :2] / z + torch.tensor([w / 2, h / 2], device=cam.device)
+    terms: dict[str, Tensor] = {}
+    err = (proj - t.landmarks) / (0.02 * t.scale[:, None, None])
+    wsum = t.weights.sum(-1).clamp_min(1e-6)
+    terms["2d"] = config.w_2d * (_gmof(err.square().sum(-1), config.robust_sigma) * t.weights).sum(-1) / wsum
+    hips = 0.5 * (cam[:, _MARK["left_hip"]] + cam[:, _MARK["right_hip"]])
+    centred = cam - hips[:, None]
+    werr = (centred - t.world) / 0.05
+    axes = torch.tensor([1.0, 1.0, config.world_depth_weight], device=werr.device)
+    terms["world"] = config.w_world * ((werr.square() * axes).sum(-1) * t.world_weights).sum(-1) / t.world_weights.sum(-1).clamp_min(1e-6)
+    up = roma.rotvec_to_rotmat(params.orient)[:, 1, 1]  # world y of the body's up axis
+    terms["upright"] = config.w_upright * (1 - up)
+    if silhouette and t.outside is not None:
+        surf = lbs_points(rest_v[:, model.surface].expand(frames, -1, -1), model.surface_weights, transforms)
+        sc = surf @ r.T + trans[:, None]
+        sp = f * sc[..., :2] / sc[..., 2:].clamp_min(0.05) + torch.tensor([w / 2, h / 2], device=sc.device)
+        grid = torch.stack([sp[..., 0] / w * 2 - 1, sp[..., 1] / h * 2 - 1], -1)[:, None]  # [T, 1, P, 2]
+        out = torch.nn.functional.grid_sample(t.outside, grid, align_corners=False)[:, 0, 0]  # [T, P]
+        inside_term = (out / 0.02).square().mean(-1)
+        d = torch.cdist(t.mask_points, sp).min(dim=-1).values / (0.02 * t.scale[:, None])  # [T, M]
+        cover = (d.square() * t.mask_valid).sum(-1) / t.mask_valid.sum(-1).clamp_min(1)
+        terms["silhouette"] = config.w_silhouette * 0.5 * (inside_term + _gmof(cover, 3 * config.robust_sigma))
+    dev = (params.body_pose - model.neutral).square().sum(-1)  # [T, 21]
+    terms["pose_prior"] = config.w_pose_prior * (dev * model.prior_weights).sum(-1)
+    terms["limits"] = config.w_limits * joint_limit_penalty(params.body_pose)
+    if model.basis.num_coords:
+        spread = 0.25 if body.name == "anny" else 1.0
+        c = (params.coords - model.basis.centre[model.basis.index]) / spread
+        terms["shape_prior"] = config.w_shape_prior * c.square().sum().expand(frames)
+    if config.fit_focal:
+        f0 = math.log(default_focal(t.size, config.fovy_deg))
+        terms["focal_prior"] = config.w_focal_prior * (params.log_focal - f0).square().sum().expand(frames)
+    if frames > 1 and sequence:
+        dp = (params.body_pose[1:] - params.body_pose[:-1]).square().sum((-1, -2))
+        do = (params.orient[1:] - params.orient[:-1]).square().sum(-1)
+        smooth = torch.cat([dp + do, dp.new_zeros(1)])
+        terms["temporal"] = config.w_temporal * smooth
+    if warm is not None:
+        terms["warm"] = config.w_warm * (params.body_pose - warm).square().sum((-1, -2))
+    total = sum(v.sum() if not sequence else v.mean() for v in terms.values())
+    return total, terms, {"proj": proj, "cam": centred, "joints": joints, "transforms": transforms,
+                          "rest_v": rest_v}
+
+
+def _initial_translation(model: _Model, params: _Params, t: _Targets,
+                         depth: Optional[Tensor] = None) -> Tensor:
+    """Camera translation ``[T, 3]`` that puts the hips' midpoint under the image hips, at the
+    depth where the body's metric extent matches its pixel extent (or at ``depth [T]``)."""
+    with torch.no_grad():
+        frames = params.orient.shape[0]
+        rest_v, rest_j = model.basis.rest(params.coords)
+        transforms, _ = model.body.pose_transforms(_pose_of(params, frames), rest_j.expand(frames, -1, -1))
+        markers = model.markers.posed(model.markers.canonical(rest_v, rest_j), transforms)
+        cam = markers @ CAMERA_ROTATION.to(markers).T  # rotated, not yet translated
+        f = float(params.log_focal.exp())
+        w, h = t.size
+        lh, rh = _MARK["left_hip"], _MARK["right_hip"]
+        out = []
+        for i in range(frames):
+            vis = t.weights[i] > 0
+            pix = t.landmarks[i]
+            if vis[lh] and vis[rh]:
+                anchor_px, anchor_cam = 0.5 * (pix[lh] + pix[rh]), 0.5 * (cam[i, lh] + cam[i, rh])
+            elif vis.any():
+                anchor_px, anchor_cam = pix[vis].mean(0), cam[i, vis].mean(0)
+            else:
+                anchor_px, anchor_cam = torch.tensor([w / 2, h / 2], device=pix.device), cam[i].mean(0)
+            if depth is not None:
+                z = float(depth[i])
+            elif vis.sum() >= 2:  # metric extent in the image plane over the pixel extent
+                d_px = (pix[vis] - anchor_px).norm(dim=-1).sum()
+                d_m = (cam[i, vis, :2] - anchor_cam[:2]).norm(dim=-1).sum()
+                z = f * float(d_m) / max(float(d_px), 1e-3)
+            else:
+                z = f * 1.7 / float(t.scale[i])
+            z = float(np.clip(z, 0.3, 100.0))
+            ray = torch.tensor([(float(anchor_px[0]) - w / 2) / f, (float(anchor_px[1]) - h / 2) / f, 1.0],
+                               device=cam.device)
+            out.append(z * ray - anchor_cam)
+        return torch.stack(out)
+
+
+def _run(model: _Model, params: _Params, t: _Targets, config: FitConfig, steps: int, groups: list[dict],
+         silhouette: bool, warm: Optional[Tensor], sequence: bool = True) -> None:
+    if steps <= 0:
+        return
+    opt = torch.optim.Adam(groups)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        loss, _, _ = _evaluate(model, params, t, config, silhouette, warm, sequence)
+        loss.backward()
+        opt.step()
+        if model.basis.num_coords:
+            with torch.no_grad():
+                params.coords.clamp_(model.basis.low, model.basis.high)
+
+
+def fit_bodies(body: BodyModel, observations: Sequence[PersonObservation], config: FitConfig = FitConfig(),
+               init: Optional[BodyFit] = None, silhouette: Optional[bool] = None,
+               fit_shape: Optional[bool] = None, shape_basis: Optional[ShapeBasis] = None) -> list[BodyFit]:
+    """Fit ``T`` frames at once (one shape, one focal length, smooth motion between frames).
+
+    Args:
+        body: the body model (its device is the fit's device).
+        observations: ``T`` observations of one image size.
+        init: a previous fit: every frame starts from its pose, shape, focal length and depth, and
+            runs ``config.warm_iterations`` steps (no separate camera stage).
+        silhouette: use the mask term (default: ``config.silhouette``).
+        fit_shape: move the shape (default: ``config.fit_shape``; with ``init``, the shape stays
+            where ``init`` left it unless this is ``True``).
+        shape_basis: the linear shape model to fit (default: :func:`build_shape_basis`).
+    Returns:
+        ``T`` :class:`BodyFit`.
+    """
+    if not observations:
+        raise ValueError("fit_bodies needs at least one observation")
+    start = time.perf_counter()
+    silhouette = config.silhouette if silhouette is None else silhouette
+    with _threads(config.num_threads):
+        model = _model(body, config, shape_basis)
+        device = body.rest_vertices.device
+        frames = len(observations)
+        t = _targets(observations, config, device, silhouette)
+        basis = model.basis
+        if init is not None:
+            orient = init.pose.global_orient.to(device).expand(frames, 3)
+            # keep the warm orientation unless the torso says it turned by more than 60 degrees
+            cold = torch.stack([roma.rotmat_to_rotvec(initial_root_rotation(o)) for o in observations]).to(device)
+            turn = roma.rotvec_geodesic_distance(orient, cold)
+            orient = torch.where((turn > math.radians(60))[:, None], cold, orient)
+            body_pose = init.pose.body_pose.to(device).expand(frames, -1, -1)
+            coords = init.shape.to(device)[:, basis.index] if basis.num_coords else torch.zeros(1, 0, device=device)
+            log_focal = torch.tensor([math.log(init.focal_px)], device=device)
+            warm = body_pose.detach().clone()
+        else:
+            orient = torch.stack([roma.rotmat_to_rotvec(initial_root_rotation(o)) for o in observations]).to(device)
+            body_pose = model.neutral.expand(frames, -1, -1)
+            coords = basis.centre[basis.index][None].clone()
+            log_focal = torch.tensor([math.log(default_focal(t.size, config.fovy_deg))], device=device)
+            warm = None
+        start_t = torch.tensor([[0.0, 0.0, 3.0]], device=device).expand(frames, 3)
+        params = _Params(orient, body_pose, coords, start_t, log_focal)
+        with torch.no_grad():
+            depth = None
+            if init is not None and init.camera_translation is not None:
+                depth = init.camera_translation[2].to(device).expand(frames)  # the image position from this frame
+            tr = _initial_translation(model, params, t, depth)
+            params.transl_xy.copy_(tr[:, :2])
+            params.log_depth.copy_(tr[:, 2:].clamp_min(0.3).log())
+        t_init = time.perf_counter() - start
+        move_shape = (config.fit_shape if fit_shape is None else fit_shape) and basis.num_coords > 0
+        if init is not None and fit_shape is None:
+            move_shape = False
+        cam_groups = [{"params": [params.transl_xy, params.log_depth], "lr": config.lr_camera},
+                      {"params": [params.orient], "lr": config.lr_pose}]
+        if init is None and frames == 1 and config.orientation_candidates:
+            params = _best_start(model, params, observations[0], config, device)
+            cam_groups = [{"params": [params.transl_xy, params.log_depth], "lr": config.lr_camera},
+                          {"params": [params.orient], "lr": config.lr_pose}]
+        elif init is None:
+            _run(model, params, t, config, config.init_iterations, cam_groups, False, None)
+        groups = cam_groups + [{"params": [params.body_pose], "lr": config.lr_pose}]
+        if move_shape:
+            groups.append({"params": [params.coords], "lr": config.lr_shape})
+        if config.fit_focal and init is None:
+            groups.append({"params": [params.log_focal], "lr": config.lr_focal})
+        steps = config.warm_iterations if init is not None else config.iterations
+        if init is not None:
+            groups = [dict(g, lr=g["lr"] * config.warm_lr_scale) for g in groups]
+        _run(model, params, t, config, steps, groups, silhouette, warm)
+        t_opt = time.perf_counter() - start - t_init
+        with torch.no_grad():
+            _, terms, extra = _evaluate(model, params, t, config, silhouette, warm)
+            results = _collect(model, params, t, terms, extra, frames)
+    total = time.perf_counter() - start
+    iters = (0 if init is not None else config.init_iterations) + steps
+    for r in results:
+        r.seconds = {"init": t_init, "optimise": t_opt, "total": total}
+        r.iterations = iters
+    return results
+
+
+def _best_start(model: _Model, params: _Params, observation: PersonObservation, config: FitConfig,
+                device) -> _Params:
+    """Run the camera-and-root stage from every :func:`orientation_candidates` at once (as a batch)
+    and keep the start with the lowest landmark energy."""
+    cands = orientation_candidates(observation)
+    k = len(cands)
+    tk = _targets([observation] * k, config, device, False)
+    orient = torch.stack([roma.rotmat_to_rotvec(r) for r in cands]).to(device)
+    pk = _Params(orient, params.body_pose.detach().expand(k, -1, -1), params.coords.detach(),
+                 torch.tensor([[0.0, 0.0, 3.0]], device=device).expand(k, 3), params.log_focal.detach())
+    with torch.no_grad():
+        tr = _initial_translation(model, pk, tk)
+        pk.transl_xy.copy_(tr[:, :2])
+        pk.log_depth.copy_(tr[:, 2:].clamp_min(0.3).log())
+    groups = [{"params": [pk.transl_xy, pk.log_depth], "lr": config.lr_camera},
+              {"params": [pk.orient], "lr": config.lr_pose}]
+    _run(model, pk, tk, config, config.init_iterations, groups, False, None, sequence=False)
+    with torch.no_grad():
+        _, terms, _ = _evaluate(model, pk, tk, config, False, None, sequence=False)
+        best = int((terms["2d"] + terms["world"]).argmin())
+        out = _Params(pk.orient[best:best + 1], pk.body_pose[best:best + 1], pk.coords,
+                      pk.cam_translation()[best:best + 1], pk.log_focal)
+    return out
+
+
+def _collect(model: _Model, params: _Params, t: _Targets, terms: dict[str, Tensor], extra: dict[str, Tensor],
+             frames: int) -> list[BodyFit]:
+    body = model.body
+    basis = model.basis
+    shape = basis.full_shape(params.coords.detach())
+    trans = params.cam_translation().detach()
+    f = float(params.log_focal.exp())
+    w, h = t.size
+    rest_v = extra["rest_v"]
+    vertices = lbs_points(rest_v.expand(frames, -1, -1), body.skin_weights, extra["transforms"])
+    out = []
+    for i in range(frames):
+        pose = SMPLXPose.zeros(1)
+        pose.global_orient = params.orient[i:i + 1].detach().cpu().clone()
+        pose.body_pose = params.body_pose[i:i + 1].detach().cpu().clone()
+        if body.name == "smplx":
+            pose.betas = shape[0].cpu().clone()
+        view = torch.eye(4)
+        view[:3, :3] = CAMERA_ROTATION
+        view[:3, 3] = trans[i].cpu()
+        k = torch.tensor([[f, 0.0, w / 2], [0.0, f, h / 2], [0.0, 0.0, 1.0]])
+        wt = t.weights[i]
+        d = (extra["proj"][i] - t.landmarks[i]).norm(dim=-1)
+        reproj = float((d * (wt > 0)).sum() / (wt > 0).sum().clamp_min(1))
+        ww = t.world_weights[i] > 0
+        werr = float(((extra["cam"][i] - t.world[i]).norm(dim=-1) * ww).sum() / ww.sum().clamp_min(1)) if ww.any() else float("nan")
+        out.append(BodyFit(
+            pose=pose, shape=shape.cpu().clone(), camera=Camera(view[None], k[None], w, h),
+            joints=extra["joints"][i].detach().cpu(), vertices=vertices[i].detach().cpu(),
+            markers_2d=extra["proj"][i].detach().cpu(), reprojection_px=reproj, world_error_m=werr,
+            focal_px=f, losses={k_: float(v[i]) for k_, v in terms.items()},
+            camera_translation=trans[i].cpu().clone()))
+    return out
+
+
+def fit_body(body: BodyModel, observation: PersonObservation, config: FitConfig = FitConfig(),
+             init: Optional[BodyFit] = None, shape_basis: Optional[ShapeBasis] = None) -> BodyFit:
+    """Fit ``body`` to one observation (see the module docstring). ``init``: warm start."""
+    return fit_bodies(body, [observation], config, init=init, shape_basis=shape_basis)[0]
