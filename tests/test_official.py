@@ -188,8 +188,9 @@ def test_release_pipeline_end_to_end(release_pipe):
     pipe = release_pipe
     n = pipe.release.num_points
     torch.testing.assert_close(pipe.vae.smplx_uvcoord[0], pipe.release.template.uvcoord)  # fresh VAE: filled
-    img = np.full((96, 64, 3), 255, np.uint8)
-    img[10:90, 20:44] = (180, 40, 40)
+    img = np.full((96, 64, 4), 255, np.uint8)  # a block figure: its alpha is the person mask
+    img[..., 3] = 0
+    img[10:90, 20:44] = (180, 40, 40, 255)
     out = pipe(img, "waving", num_views=2, render_size=32)
     assert out.canonical.num_gaussians == n and out.posed.means.shape == (1, n, 3)
     assert torch.isfinite(out.posed.means).all() and torch.all(out.posed.scales > 0)
