@@ -26,11 +26,10 @@ from typing import Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sigman.cli import OneLineParser, float_in, int_in, run_main, writable_folder  # noqa: E402
-from sigman.sampling import SAMPLERS  # noqa: E402
-from sigman.sequences import MAX_MOTION_FRAMES, load_motion, load_pose_frame, motion_frame_limit  # noqa: E402
-from sigman.settings import (  # noqa: E402
-    MAX_GUIDANCE, MAX_RENDER_SIZE, MAX_SEED, MAX_STEPS, MAX_TURNTABLE_FRAMES, MAX_VIEWS, MIN_GUIDANCE,
-    MIN_RENDER_SIZE, MIN_SEED, MIN_STEPS, MIN_TURNTABLE_FRAMES, MIN_VIEWS, check_device, default_device,
+from sigman.settings import (  # noqa: E402 - no torch yet: argument errors come at once
+    MAX_GUIDANCE, MAX_MOTION_FRAMES, MAX_MOTION_FRAMES_CPU, MAX_RENDER_SIZE, MAX_SEED, MAX_STEPS,
+    MAX_TURNTABLE_FRAMES, MAX_VIEWS, MIN_GUIDANCE, MIN_RENDER_SIZE, MIN_SEED, MIN_STEPS, MIN_TURNTABLE_FRAMES,
+    MIN_VIEWS, SAMPLER_NAMES, check_device, default_device,
 )
 
 
@@ -40,7 +39,8 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--pose", default="a_pose", help="preset name or SMPL-X/AMASS .npz (its first frame is used)")
     parser.add_argument("--motion", default=None, help="optional motion (preset or .npz sequence) for motion.mp4")
     parser.add_argument("--max-motion-frames", type=int_in(2, MAX_MOTION_FRAMES * 4), default=None,
-                        help=f"frames of motion.mp4 at most (default {MAX_MOTION_FRAMES} on a GPU, 90 on a CPU)")
+                        help=f"frames of motion.mp4 at most (default {MAX_MOTION_FRAMES} on a GPU, "
+                             f"{MAX_MOTION_FRAMES_CPU} on a CPU)")
     parser.add_argument("--out", type=Path, default=Path("outputs/generate"), help="folder to write into")
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument("--weights", default=None, help="model folder (default: assets/weights/demo)")
@@ -49,7 +49,7 @@ def build_parser() -> OneLineParser:
                         help=f"sampling steps, {MIN_STEPS}..{MAX_STEPS} (default: the model's)")
     parser.add_argument("--guidance", type=float_in(MIN_GUIDANCE, MAX_GUIDANCE), default=None,
                         help=f"classifier-free guidance, {MIN_GUIDANCE:g}..{MAX_GUIDANCE:g} (default: the model's)")
-    parser.add_argument("--sampler", default=None, choices=list(SAMPLERS))
+    parser.add_argument("--sampler", default=None, choices=list(SAMPLER_NAMES))
     parser.add_argument("--seed", type=int_in(MIN_SEED, MAX_SEED), default=0, help="sampling noise seed")
     parser.add_argument("--views", type=int_in(MIN_VIEWS, MAX_VIEWS), default=4,
                         help=f"views in views.png, {MIN_VIEWS}..{MAX_VIEWS} (0: none)")
@@ -61,7 +61,7 @@ def build_parser() -> OneLineParser:
     return parser
 
 
-def generate(args, random_config=None) -> int:
+def generate(args, random_config=None, body=None) -> int:
     """Check every input before any model is loaded, then generate and export."""
     import torch  # noqa: F401 - after argument parsing: --help stays fast
     from tqdm import tqdm
@@ -69,6 +69,7 @@ def generate(args, random_config=None) -> int:
     from sigman.exporting import export_avatar
     from sigman.pipeline import PipelineConfig, SigmanPipeline
     from sigman.preprocess import preprocess_person
+    from sigman.sequences import load_motion, load_pose_frame, motion_frame_limit
 
     start = time.perf_counter()
     device = check_device(args.device or default_device())
@@ -81,8 +82,8 @@ def generate(args, random_config=None) -> int:
             print(f"note: {note}", file=sys.stderr)
     preprocess_person(args.image, size=32)  # every check the pipeline makes on the photo, on a tiny crop
 
-    pipe = (SigmanPipeline.from_config(random_config or PipelineConfig(), device=str(device)) if args.random_weights
-            else SigmanPipeline.from_pretrained(args.weights, device=str(device)))
+    pipe = (SigmanPipeline.from_config(random_config or PipelineConfig(), device=str(device), body=body)
+            if args.random_weights else SigmanPipeline.from_pretrained(args.weights, device=str(device), body=body))
     with tqdm(total=100, desc="generate", unit="%", bar_format="{l_bar}{bar}| {postfix}") as bar:
         def progress(fraction: float, stage: str) -> None:
             bar.n = int(round(100 * fraction))
@@ -98,14 +99,15 @@ def generate(args, random_config=None) -> int:
     return 0
 
 
-def main(argv: Optional[list[str]] = None, random_config=None) -> int:
+def main(argv: Optional[list[str]] = None, random_config=None, body=None) -> int:
     """The command line (``argv``: the arguments after the script name). ``random_config``: the
-    :class:`~sigman.pipeline.PipelineConfig` behind ``--random-weights`` (tests pass a tiny one)."""
+    :class:`~sigman.pipeline.PipelineConfig` behind ``--random-weights``, ``body``: a loaded body
+    model (tests pass a tiny config and their shared body)."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as done:  # --help, or a bad argument (already reported in one line)
         return int(done.code or 0)
-    return run_main(lambda: generate(args, random_config))
+    return run_main(lambda: generate(args, random_config, body))
 
 
 if __name__ == "__main__":

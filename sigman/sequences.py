@@ -9,15 +9,7 @@ the one rule that caps a motion's length. Shared by ``scripts/generate.py`` and 
   ``MIN_MOTION_FPS`` keeps its beginning), reading only those frames. A single pose given as a
   motion is refused: it would make a still clip.
 
-Limits (documented in the README):
-
-=========================  ==============  ==========================================================
-``MAX_POSE_FILE_FRAMES``   1,000,000       longest sequence a motion file may hold (2.3 h at 120 fps)
-``MAX_MOTION_FRAMES``      240             frames rendered into ``motion.mp4`` on a GPU
-``MAX_MOTION_FRAMES_CPU``  90              the same on a CPU (a CPU renders ~10 frames/s)
-``MIN_MOTION_FPS``         6               frame rate under which a clip stops reading as motion
-``MAX_ARRAY_ELEMENTS``     16,000,000      values read from any one array of a pose file
-=========================  ==============  ==========================================================
+Limits: see :mod:`sigman.settings` (``MAX_POSE_FILE_FRAMES``, ``MAX_MOTION_FRAMES``, ...).
 
 Files are read straight from the ``.npz`` (a zip of ``.npy`` arrays) with the array headers checked
 first, so a 200,000-frame file costs a few kilobytes as a pose, and a zip of other files or a
@@ -38,12 +30,10 @@ import torch
 
 from sigman.pose import _FRAME_KEYS, DEFAULT_FPS, MAX_POSE_FILE_BYTES, PoseFileError, SMPLXPose, pose_from_arrays
 from sigman.presets import MOTION_PRESETS, POSE_PRESETS, resolve_pose
+from sigman.settings import (  # noqa: F401 - the limits are re-exported here, beside the rule
+    MAX_ARRAY_ELEMENTS, MAX_MOTION_FRAMES, MAX_MOTION_FRAMES_CPU, MAX_POSE_FILE_FRAMES, MIN_MOTION_FPS,
+)
 
-MAX_POSE_FILE_FRAMES = 1_000_000
-MAX_MOTION_FRAMES = 240
-MAX_MOTION_FRAMES_CPU = 90
-MIN_MOTION_FPS = 6.0
-MAX_ARRAY_ELEMENTS = 16_000_000
 
 PoseSource = Union[str, Path, bytes, SMPLXPose]
 
@@ -132,6 +122,8 @@ def _source_path(source: Union[str, Path]) -> Optional[Path]:
 # --- reading .npz files frame by frame -------------------------------------------------------
 
 def _what_it_is(head: bytes) -> str:
+    if not head:
+        return "an empty file"
     for magic, what in _MAGIC:
         if head.startswith(magic):
             return what

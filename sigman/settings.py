@@ -12,17 +12,28 @@ views (multi-view grid)     0 .. 16            0: no ``views.png``
 turntable frames            0 .. 720           0: no ``turntable.mp4``; 720 = 30 s at 24 fps
 ==========================  =================  ===================================================
 
-Pose sequences have their own limits in :mod:`sigman.sequences`. Every check raises
-:class:`SettingError` (a ``ValueError``) whose one-line message names the setting, the range and
-the value.
+Pose sequences (applied by :mod:`sigman.sequences`):
+
+=========================  ==============  ==========================================================
+``MAX_POSE_FILE_FRAMES``   1,000,000       longest sequence a motion file may hold (2.3 h at 120 fps)
+``MAX_MOTION_FRAMES``      240             frames rendered into ``motion.mp4`` on a GPU
+``MAX_MOTION_FRAMES_CPU``  90              the same on a CPU (a CPU renders ~10 frames/s)
+``MIN_MOTION_FPS``         6               frame rate under which a clip stops reading as motion
+``MAX_ARRAY_ELEMENTS``     16,000,000      values read from any one array of a pose file
+=========================  ==============  ==========================================================
+
+Every check raises :class:`SettingError` (a ``ValueError``) whose one-line message names the
+setting, the range and the value. This module imports nothing heavy (no torch at import time), so
+command lines can check their arguments before loading anything.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 MIN_RENDER_SIZE, MAX_RENDER_SIZE = 64, 2048
 MIN_STEPS, MAX_STEPS = 1, 200
@@ -30,6 +41,13 @@ MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 20.0
 MIN_SEED, MAX_SEED = 0, 2**31 - 1
 MIN_VIEWS, MAX_VIEWS = 0, 16
 MIN_TURNTABLE_FRAMES, MAX_TURNTABLE_FRAMES = 0, 720
+SAMPLER_NAMES = ("ddim", "dpmpp")  # sigman.sampling.SAMPLERS (a test keeps them equal)
+
+MAX_POSE_FILE_FRAMES = 1_000_000
+MAX_MOTION_FRAMES = 240
+MAX_MOTION_FRAMES_CPU = 90
+MIN_MOTION_FPS = 6.0
+MAX_ARRAY_ELEMENTS = 16_000_000
 
 
 class SettingError(ValueError):
@@ -79,9 +97,11 @@ def check_generation(steps: Optional[int] = None, guidance: Optional[float] = No
         check_int("turntable frames", turntable_frames, MIN_TURNTABLE_FRAMES, MAX_TURNTABLE_FRAMES)
 
 
-def check_device(name: Union[str, torch.device]) -> torch.device:
+def check_device(name: Union[str, "torch.device"]) -> "torch.device":
     """The torch device called ``name`` if this machine has it, else :class:`SettingError` saying
     what is there (``cuda`` without a GPU, ``cuda:3`` on a one-GPU machine, a misspelt name)."""
+    import torch
+
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError, ValueError):
@@ -104,4 +124,6 @@ def check_device(name: Union[str, torch.device]) -> torch.device:
 
 
 def default_device() -> str:
+    import torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"
