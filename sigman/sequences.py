@@ -150,7 +150,8 @@ def _open_zip(handle: Union[Path, BinaryIO], name: str) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(handle)
     except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise PoseFileError(f"{name} is a corrupt .npz ({err.__class__.__name__}); save it again with numpy.savez") from None
+        raise PoseFileError(f"{name} is not a readable .npz pose file ({err.__class__.__name__}); save SMPL-X "
+                            "parameters with numpy.savez") from None
 
 
 def _read_exact(stream: BinaryIO, count: int, name: str) -> bytes:
