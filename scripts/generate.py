@@ -63,7 +63,6 @@ def build_parser() -> OneLineParser:
 
 def generate(args, random_config=None, body=None) -> int:
     """Check every input before any model is loaded, then generate and export."""
-    import torch  # noqa: F401 - after argument parsing: --help stays fast
     from tqdm import tqdm
 
     from sigman.exporting import export_avatar
@@ -73,7 +72,6 @@ def generate(args, random_config=None, body=None) -> int:
 
     start = time.perf_counter()
     device = check_device(args.device or default_device())
-    out = writable_folder(args.out)
     pose = load_pose_frame(args.pose)
     motion: Optional[object] = None
     if args.motion is not None:
@@ -81,6 +79,7 @@ def generate(args, random_config=None, body=None) -> int:
         if note:
             print(f"note: {note}", file=sys.stderr)
     preprocess_person(args.image, size=32)  # every check the pipeline makes on the photo, on a tiny crop
+    out = writable_folder(args.out)  # created only once every input is known to be good
 
     pipe = (SigmanPipeline.from_config(random_config or PipelineConfig(), device=str(device), body=body)
             if args.random_weights else SigmanPipeline.from_pretrained(args.weights, device=str(device), body=body))

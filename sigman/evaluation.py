@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sigman.cli import int_in
 from sigman.data import layout
 from sigman.data.dataset import facing_direction, orbit_views, pose_tensors, resize_uv
 from sigman.gaussians import Gaussians
@@ -32,6 +33,7 @@ from sigman.metrics import (  # noqa: F401 - re-exported: the metrics are part o
 )
 from sigman.pose import SMPLXPose
 from sigman.render import Camera, render, to_uint8
+from sigman.settings import MAX_RENDER_SIZE
 
 PathLike = Union[str, os.PathLike]
 
@@ -360,10 +362,11 @@ def add_eval_arguments(parser, out_default: str) -> None:
     parser.add_argument("--data", required=True, help="data folder in the seed layout (train.npy / val.npy), or an index .npy")
     parser.add_argument("--weights", default=None, help="model folder (default: assets/weights/demo)")
     parser.add_argument("--split", default="val", help="index of --data to evaluate: <split>.npy")
-    parser.add_argument("--limit", type=int, default=0, help="evaluate the first N items (0: all)")
+    parser.add_argument("--limit", type=int_in(0, 10**7), default=0, help="evaluate the first N items (0: all)")
     parser.add_argument("--views", default="heldout",
                         help="target views: 'heldout' (every view the model did not see), 'all', or indices '1,5,9'")
-    parser.add_argument("--size", type=int, default=0, help="render / compare at SIZE x SIZE (0: the VAE's render size)")
+    parser.add_argument("--size", type=int_in(0, MAX_RENDER_SIZE), default=0,
+                        help=f"render / compare at SIZE x SIZE, up to {MAX_RENDER_SIZE} (0: the VAE's render size)")
     parser.add_argument("--shape-bank", default=None, help="ShapeBank .npz of the items' body shapes (machines without anny)")
     parser.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     parser.add_argument("--out", default=out_default, help="metrics JSON to write")

@@ -34,8 +34,8 @@ PHOTO = str(REPO / "assets" / "examples" / "person_00.png")
 LONG = 200_000
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("generate_cli", REPO / "scripts" / "generate.py")
+def _load_script(name: str = "generate"):
+    spec = importlib.util.spec_from_file_location(f"{name}_cli", REPO / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -172,6 +172,7 @@ def test_files_that_are_not_npz_are_called_so(capsys, tmp_path, case, option):
     code, _, err = run(capsys, option, str(path), out=tmp_path / "out")
     assert code == 2
     assert_one_line(err, path.name, needle)
+    assert not (tmp_path / "out").exists()  # inputs are checked before anything is written
 
 
 def test_single_pose_as_motion_is_refused(capsys, tmp_path):
@@ -203,6 +204,30 @@ def test_script_as_a_process_prints_one_line(tmp_path):
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip() == "generate.py: error: argument --steps: must be from 1 to 200, got 0 (see --help)"
+
+
+@pytest.mark.parametrize("script, argv, needle", [
+    ("render_body", ["--size", "0"], "--size: must be from 64 to 2048, got 0"),
+    ("render_body", ["--uv-res", "9999"], "--uv-res: must be from 16 to 1024"),
+    ("render_body", ["--pose", "moonwalk"], "unknown pose preset 'moonwalk'"),
+    ("make_synthetic_data", ["--out", "x", "--count", "0"], "--count: must be from 1"),
+    ("make_synthetic_data", ["--out", "x", "--val-fraction", "2"], "--val-fraction: must be a number from 0 to 1"),
+    ("eval_vae", ["--data", "x", "--limit", "-1"], "--limit: must be from 0"),
+    ("eval_generation", ["--data", "x", "--steps", "0"], "--steps: must be from 1 to 200"),
+    ("eval_generation", ["--data", "x", "--guidance", "inf"], "--guidance: must be a number from 0 to 20"),
+])
+def test_other_scripts_answer_bad_arguments_in_one_line(capsys, tmp_path, monkeypatch, script, argv, needle):
+    monkeypatch.chdir(tmp_path)
+    module = _load_script(script)
+    if script == "make_synthetic_data":  # main() parses sys.argv: its argument errors exit at once
+        with pytest.raises(SystemExit) as done:
+            module.parse_args(argv)
+        code = done.value.code
+    else:
+        code = module.main(argv)
+    assert code == 2
+    assert_one_line(capsys.readouterr().err, needle)
+    assert not any(tmp_path.iterdir())
 
 
 # --- run_main: the last line of defence ------------------------------------------------------------------
