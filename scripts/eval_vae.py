@@ -47,7 +47,7 @@ from sigman.evaluation import (  # noqa: E402
 )
 from sigman.uv import build_uv_template  # noqa: E402
 from train.common import to_device  # noqa: E402
-from train.train_vae import GaussianDecoderStep  # noqa: E402
+from train.vae_step import GaussianDecoderStep  # noqa: E402
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
