@@ -66,19 +66,21 @@ def generate(args, random_config=None, body=None) -> int:
     from tqdm import tqdm
 
     from sigman.exporting import export_avatar
-    from sigman.pipeline import PipelineConfig, SigmanPipeline
+    from sigman.pipeline import PipelineConfig, SigmanPipeline, load_pipeline_config
     from sigman.preprocess import preprocess_person
     from sigman.sequences import load_motion, load_pose_frame, motion_frame_limit
 
     start = time.perf_counter()
     device = check_device(args.device or default_device())
     pose = load_pose_frame(args.pose)
-    motion: Optional[object] = None
+    motion = None
     if args.motion is not None:
         motion, note = load_motion(args.motion, args.max_motion_frames or motion_frame_limit(device))
         if note:
             print(f"note: {note}", file=sys.stderr)
     preprocess_person(args.image, size=32)  # every check the pipeline makes on the photo, on a tiny crop
+    if not args.random_weights:
+        load_pipeline_config(args.weights)  # a missing or foreign model folder is named before any loading
     out = writable_folder(args.out)  # created only once every input is known to be good
 
     pipe = (SigmanPipeline.from_config(random_config or PipelineConfig(), device=str(device), body=body)

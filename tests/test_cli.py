@@ -193,10 +193,11 @@ def test_bad_photo_and_weights_are_one_line(capsys, tmp_path):
     code, _, err = run(capsys, out=tmp_path, image=str(tmp_path / "fake.png"))
     assert code == 2
     assert_one_line(err, "cannot read fake.png as an image")
-    code = generate.main(["--image", PHOTO, "--weights", str(tmp_path / "no_model"), "--out", str(tmp_path)])
+    code = generate.main(["--image", PHOTO, "--weights", str(tmp_path / "no_model"), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2
     assert_one_line(err, "model folder not found")
+    assert not (tmp_path / "out").exists()
 
 
 def test_script_as_a_process_prints_one_line(tmp_path):
