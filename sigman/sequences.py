@@ -132,8 +132,8 @@ def _what_it_is(head: bytes) -> str:
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
-        return "not a zip archive"
-    return "a text file" if text and all(c.isprintable() or c in "\r\n\t" for c in text) else "not a zip archive"
+        return "unknown binary data"
+    return "a text file" if text and all(c.isprintable() or c in "\r\n\t" for c in text) else "unknown binary data"
 
 
 def _open_zip(handle: Union[Path, BinaryIO], name: str) -> zipfile.ZipFile:
