@@ -9,7 +9,8 @@ The DiT is timed on the same weights and noise along these paths:
 * ``baseline``: as the release runs it — fp32 weights under bf16 autocast, eager, CFG batched
   (unconditional + conditional in one forward of batch 2, as its ``SamplesPipeline`` does), DDIM;
 * ``baseline, bf16 weights``: the same with the weights cast to bf16 (no autocast); measured
-  only where the pipeline's own weights are not bf16 already (on CUDA that is ``pipeline``);
+  only where the pipeline's own weights are not bf16 already (on CUDA that is ``pipeline``) and
+  the device has native bf16 (emulated bf16 on a CPU takes minutes);
 * ``pipeline``: sigman's plain path — weights in the pipeline dtype (bf16 on CUDA), eager, CFG batched;
 * ``optimized``: :class:`sigman.fast.FastDiT` — bf16 weights, fused block, flash SDPA, one batched
   CFG forward, ``torch.compile`` and CUDA graphs (the last two on CUDA only by default);

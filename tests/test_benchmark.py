@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -54,15 +53,19 @@ def test_dit_stage_measures_the_release_baseline(bench_script, anny_body, tmp_pa
     ctx = Context("demo", BuiltPipeline(pipe, "tiny random"), torch.device("cpu"), args, run)
     bench_dit(ctx)
     paths = record["configs"]["demo"]["dit"]["paths"]
-    assert {"baseline", "baseline, bf16 weights", "pipeline", "optimized"} <= set(paths)
+    from sigman.fast import cpu_has_native_bf16
+
+    expected = {"baseline", "pipeline", "optimized"} | ({"baseline, bf16 weights"} if cpu_has_native_bf16() else set())
+    assert set(paths) == expected  # the bf16-weights variant only where bf16 is native (emulated: far too slow)
     assert "batched CFG" in paths["baseline"]["note"] and "separate" not in paths["baseline"]["note"]
     assert all(paths[p]["total"] is not None for p in paths), record["configs"]["demo"]["errors"]
     autocast_calls = [c for c in calls if c[1]]  # the baseline: fp32 weights under bf16 autocast
     assert autocast_calls and all(batch == 2 and dtype == torch.float32 for batch, _, dtype in autocast_calls)
-    assert any(dtype == torch.bfloat16 for _, _, dtype in calls)  # the bf16-weights variant ran
+    if cpu_has_native_bf16():
+        assert any(dtype == torch.bfloat16 for _, _, dtype in calls)  # the bf16-weights variant ran
     agreement = record["configs"]["demo"]["dit"]["agreement"]
     assert agreement["verdict"] in ("PASS", "FAIL") and agreement["optimized_vs_baseline"] >= 0
-    assert "| baseline, bf16 weights |" in (tmp_path / "PERF.md").read_text()
+    assert "| baseline |" in (tmp_path / "PERF.md").read_text()
 
 
 def test_report_renders_the_committed_records(bench_script):

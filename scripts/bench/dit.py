@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
-from sigman.fast import dit_forward_flops
+from sigman.fast import cpu_has_native_bf16, dit_forward_flops
 
 from .context import Context, cfg_inputs, fast_options, no_tf32, render_latents, run_sampler
 from .timing import Stat, fmt_time, log, measure, psnr, rel_error, sync
@@ -56,7 +56,8 @@ def bench_dit(ctx: Context) -> None:
                 "as the release runs it: fp32 weights + bf16 autocast, eager, batched CFG (uncond + cond in "
                 "one batch of 2), DDIM")
     pipe_dtype = next(pipe.dit.parameters()).dtype
-    if pipe_dtype != torch.bfloat16:  # on CUDA the pipeline path below is this variant already
+    native_bf16 = ctx.device.type == "cuda" or (ctx.device.type == "cpu" and cpu_has_native_bf16())
+    if pipe_dtype != torch.bfloat16 and native_bf16:  # on CUDA the pipeline path below is this variant already
         bf16_model = copy.deepcopy(pipe.dit).to(torch.bfloat16).eval()
         xb16, tb16, fb16 = cfg_inputs(ctx, torch.bfloat16)
         path("baseline, bf16 weights", lambda: bf16_model(xb16, tb16, fb16),
