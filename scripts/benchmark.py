@@ -7,7 +7,8 @@ of ``--repeats`` runs after ``--warmup`` runs (CUDA events on the GPU, ``perf_co
 The DiT is timed on the same weights and noise along these paths:
 
 * ``baseline``: as the release runs it — fp32 weights under bf16 autocast, eager, CFG batched
-  (unconditional + conditional in one forward of batch 2, as its ``SamplesPipeline`` does), DDIM;
+  (unconditional + conditional in one forward of batch 2, as its ``SamplesPipeline`` does), DDIM
+  (on a CPU without native bf16, plain fp32: emulated bf16 would take minutes per forward);
 * ``baseline, bf16 weights``: the same with the weights cast to bf16 (no autocast); measured
   only where the pipeline's own weights are not bf16 already (on CUDA that is ``pipeline``) and
   the device has native bf16 (emulated bf16 on a CPU takes minutes);

@@ -190,7 +190,7 @@ CUDA events on the GPU, `time.perf_counter` on the CPU. Peak memory is
 
 DiT paths: **baseline** = as the release runs it (fp32 weights under bf16 autocast, eager, CFG
 batched: the unconditional and conditional inputs in one forward of batch 2, as the release's
-`SamplesPipeline` does; DDIM, 30 steps); **baseline, bf16 weights** = the same computation with the
+`SamplesPipeline` does; DDIM, 30 steps; plain fp32 on a CPU without native bf16); **baseline, bf16 weights** = the same computation with the
 weights cast to bf16 (measured where the pipeline's weights are not bf16 already and bf16 is native;
 on CUDA it is the pipeline path); **pipeline** = sigman's plain path (weights in the pipeline dtype, bf16 on CUDA,
 eager, CFG batched); **optimized** = `sigman.fast.FastDiT`, what `pipe.optimize()`
