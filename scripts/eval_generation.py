@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from sigman.cli import OneLineParser, float_in, int_in, run_main  # noqa: E402
 from sigman.data.dataset import LOAD_ERRORS, facing_direction, orbit_views  # noqa: E402
 from sigman.evaluation import (  # noqa: E402
     EvalError,
@@ -53,22 +54,25 @@ from sigman.pipeline import SigmanPipeline, load_pipeline_config  # noqa: E402
 from sigman.preprocess import ImageInputError  # noqa: E402
 from sigman.render import write_image  # noqa: E402
 from sigman.sampling import SAMPLERS  # noqa: E402
-from sigman.weights import WeightsError  # noqa: E402
+from sigman.settings import MAX_GUIDANCE, MAX_SEED, MAX_STEPS  # noqa: E402
 
 GridRow = tuple[Tensor, Tensor, Tensor]  # photo [3, h, w], truth [K, 3, S, S], generated [K, 3, S, S]
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_eval_arguments(parser, out_default="outputs/eval_generation.json")
     parser.add_argument("--input-view", default="front", help="the photo's view: 'front' or a view index")
-    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
-    parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the pipeline's)")
+    parser.add_argument("--steps", type=int_in(1, MAX_STEPS), default=None,
+                        help=f"sampling steps, 1..{MAX_STEPS} (default: the pipeline's)")
+    parser.add_argument("--guidance", type=float_in(0.0, MAX_GUIDANCE), default=None,
+                        help=f"classifier-free guidance, 0..{MAX_GUIDANCE:g} (default: the pipeline's)")
     parser.add_argument("--sampler", default=None, choices=list(SAMPLERS))
-    parser.add_argument("--seed", type=int, default=0, help="sampling noise seed (the same for every item)")
+    parser.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="sampling noise seed (the same for every item)")
     parser.add_argument("--save-grid", default=None, help="write a comparison picture (PNG) here")
-    parser.add_argument("--grid-items", type=int, default=4, help="rows of the comparison picture")
-    parser.add_argument("--grid-views", type=int, default=3, help="novel views per row of the comparison picture")
+    parser.add_argument("--grid-items", type=int_in(1, 64), default=4, help="rows of the comparison picture, 1..64")
+    parser.add_argument("--grid-views", type=int_in(1, 32), default=3,
+                        help="novel views per row of the comparison picture, 1..32")
     return parser.parse_args(argv)
 
 
@@ -164,24 +168,28 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list[GridRow]]:
     return result, grid_rows
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     try:
         result, grid_rows = evaluate(args)
-        grid = save_grid(args.save_grid, grid_rows, result["size"]) if args.save_grid else None
-    except (EvalError, WeightsError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except ImportError as err:  # anny body shapes without the anny package
-        print(f"error: {err}: the items' body shapes need it, or pass --shape-bank with the bank the data was "
-              "generated from", file=sys.stderr)
-        return 2
+        raise EvalError(f"{err}: the items' body shapes need it, or pass --shape-bank with the bank the data was "
+                        "generated from") from None
+    grid = save_grid(args.save_grid, grid_rows, result["size"]) if args.save_grid else None
     path = write_json(args.out, {**result, "grid": None if grid is None else str(grid)})
     print(f"image -> 3D, {result['num_items']} items / {result['num_images']} novel views at {result['size']}px "
           f"on {result['device']}: {format_metrics(result['metrics'])} ({result['seconds']:.1f} s) -> {path}")
     if grid is not None:
         print(f"comparison picture: {grid}")
     return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Every user error (bad argument, data, weights, photo, file) is one ``error: ...`` line, exit code 2."""
+    try:
+        args = parse_args(argv)
+    except SystemExit as done:  # --help, or a bad argument (already reported in one line)
+        return int(done.code or 0)
+    return run_main(lambda: run(args), expected=(EvalError,))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from torch.utils.data import default_collate  # noqa: E402
 
+from sigman.cli import OneLineParser, run_main  # noqa: E402
 from sigman.data.dataset import LOAD_ERRORS  # noqa: E402
 from sigman.evaluation import (  # noqa: E402
     EvalError,
@@ -45,13 +46,12 @@ from sigman.evaluation import (  # noqa: E402
     write_json,
 )
 from sigman.uv import build_uv_template  # noqa: E402
-from sigman.weights import WeightsError  # noqa: E402
 from train.common import to_device  # noqa: E402
-from train.train_vae import GaussianDecoderStep  # noqa: E402
+from train.vae_step import GaussianDecoderStep  # noqa: E402
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_eval_arguments(parser, out_default="outputs/eval_vae.json")
     return parser.parse_args(argv)
 
@@ -108,17 +108,21 @@ def evaluate(args: argparse.Namespace) -> dict:
     }
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    args = parse_args(argv)
-    try:
-        result = evaluate(args)
-    except (EvalError, WeightsError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def run(args: argparse.Namespace) -> int:
+    result = evaluate(args)
     path = write_json(args.out, result)
     print(f"VAE reconstruction, {result['num_items']} items / {result['num_images']} views at {result['size']}px "
           f"on {result['device']}: {format_metrics(result['metrics'])} ({result['seconds']:.1f} s) -> {path}")
     return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Every user error (bad argument, data, weights, file) is one ``error: ...`` line, exit code 2."""
+    try:
+        args = parse_args(argv)
+    except SystemExit as done:  # --help, or a bad argument (already reported in one line)
+        return int(done.code or 0)
+    return run_main(lambda: run(args), expected=(EvalError,))
 
 
 if __name__ == "__main__":

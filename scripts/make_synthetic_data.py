@@ -18,24 +18,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from sigman.cli import OneLineParser, float_in, int_in, run_main  # noqa: E402
 from sigman.data.synthetic import SyntheticConfig, SyntheticGenerator  # noqa: E402
+from sigman.settings import check_device  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = OneLineParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--count", type=int, default=100, help="number of items")
-    p.add_argument("--views", type=int, default=24, help="calibrated views per item")
-    p.add_argument("--size", type=int, default=512, help="render size in pixels (square)")
-    p.add_argument("--uv-res", type=int, default=256, help="resolution of the saved partial UV texture")
-    p.add_argument("--render-uv-res", type=int, default=None,
+    p.add_argument("--count", type=int_in(1, 10**7), default=100, help="number of items")
+    p.add_argument("--views", type=int_in(1, 512), default=24, help="calibrated views per item, 1..512")
+    p.add_argument("--size", type=int_in(16, 4096), default=512, help="render size in pixels (square), 16..4096")
+    p.add_argument("--uv-res", type=int_in(16, 2048), default=256,
+                   help="resolution of the saved partial UV texture, 16..2048")
+    p.add_argument("--render-uv-res", type=int_in(16, 2048), default=None,
                    help="template resolution of the rendered Gaussians (default: max(--uv-res, 256))")
     p.add_argument("--elevations", type=float, nargs="+", default=[-30.0, 0.0, 45.0], help="camera rings, degrees")
-    p.add_argument("--radius", type=float, default=2.5, help="camera distance to the body centre, metres")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--batch-size", type=int, default=16, help="items processed together")
-    p.add_argument("--writer-threads", type=int, default=max(1, min(16, (os.cpu_count() or 2) - 1)),
+    p.add_argument("--radius", type=float_in(0.5, 100.0), default=2.5,
+                   help="camera distance to the body centre, metres (0.5..100)")
+    p.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0)
+    p.add_argument("--val-fraction", type=float_in(0.0, 1.0), default=0.1,
+                   help="share of the items held out, 0..1 (1: all)")
+    p.add_argument("--batch-size", type=int_in(1, 4096), default=16, help="items processed together")
+    p.add_argument("--writer-threads", type=int_in(1, 256), default=max(1, min(16, (os.cpu_count() or 2) - 1)),
                    help="image encoding threads")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--shape-bank", type=str, default=None,
@@ -45,10 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.count < 1:
-        raise SystemExit("--count must be at least 1")
-    if not 0.0 <= args.val_fraction <= 1.0:
-        raise SystemExit(f"--val-fraction must be in [0, 1] (1: all items held out), got {args.val_fraction}")
+    check_device(args.device)
     config = SyntheticConfig(
         views=args.views, image_size=args.size, uv_resolution=args.uv_res,
         render_uv_resolution=args.render_uv_res or max(args.uv_res, 256), elevations_deg=tuple(args.elevations),
@@ -71,4 +73,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -10,15 +10,18 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
 from sigman.body import load_body_model  # noqa: E402
+from sigman.cli import OneLineParser, int_in, run_main, writable_folder  # noqa: E402
 from sigman.gaussians import repose, surface_gaussians  # noqa: E402
-from sigman.presets import resolve_pose  # noqa: E402
 from sigman.render import fit_orbit_to_points, image_grid, render, render_turntable, write_image, write_video  # noqa: E402
+from sigman.sequences import load_pose_frame  # noqa: E402
+from sigman.settings import MAX_RENDER_SIZE, MAX_TURNTABLE_FRAMES, MIN_RENDER_SIZE, check_device  # noqa: E402
 from sigman.uv import build_uv_template  # noqa: E402
 
 
@@ -34,21 +37,28 @@ def shade(gaussians, light=(0.3, 0.5, 1.0), ambient: float = 0.35):
     return gaussians.colors * (ambient + (1 - ambient) * lambert)[..., None]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pose", default="waving", help="preset name or SMPL-X/AMASS .npz (first frame)")
     parser.add_argument("--body", default="anny", choices=["anny", "smplx"])
-    parser.add_argument("--uv-res", type=int, default=256, help="UV resolution: one Gaussian per covered texel")
-    parser.add_argument("--size", type=int, default=512, help="image size in pixels")
-    parser.add_argument("--frames", type=int, default=48, help="turntable frames")
+    parser.add_argument("--uv-res", type=int_in(16, 1024), default=256,
+                        help="UV resolution, 16..1024: one Gaussian per covered texel")
+    parser.add_argument("--size", type=int_in(MIN_RENDER_SIZE, MAX_RENDER_SIZE), default=512,
+                        help=f"image size in pixels, {MIN_RENDER_SIZE}..{MAX_RENDER_SIZE}")
+    parser.add_argument("--frames", type=int_in(1, MAX_TURNTABLE_FRAMES), default=48,
+                        help=f"turntable frames, 1..{MAX_TURNTABLE_FRAMES}")
     parser.add_argument("--out", type=Path, default=Path("outputs/body"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
 
+
+def render_body(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    body = load_body_model(args.body).to(args.device)
+    device = check_device(args.device)
+    pose = load_pose_frame(args.pose)
+    out = writable_folder(args.out)
+    body = load_body_model(args.body).to(device)
     template = build_uv_template(body, args.uv_res)
-    pose = resolve_pose(args.pose).frame(0)
     gaussians = surface_gaussians(template)
     posed = repose(gaussians, body.pose_transforms(pose)[0])
     posed = posed.with_(means=posed.means[0], quats=posed.quats[0], scales=posed.scales[0],
@@ -56,13 +66,21 @@ def main() -> None:
     posed = posed.with_(colors=shade(posed))
     cameras = fit_orbit_to_points(posed.means, n_views=4, width=args.size, height=args.size)
     views = render(posed, cameras).rgb
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_image(args.out / "views.png", image_grid((views.clamp(0, 1) * 255).byte().cpu().numpy(), ncols=4))
+    write_image(out / "views.png", image_grid((views.clamp(0, 1) * 255).byte().cpu().numpy(), ncols=4))
     frames = render_turntable(posed, n_frames=args.frames, size=args.size)
-    write_video(args.out / "turntable.mp4", frames, fps=24)
-    print(f"{template.num_points} Gaussians, pose '{args.pose}', {args.device}: "
-          f"{args.out / 'views.png'} and {args.out / 'turntable.mp4'} in {time.perf_counter() - start:.1f} s")
+    write_video(out / "turntable.mp4", frames, fps=24)
+    print(f"{template.num_points} Gaussians, pose '{args.pose}', {device}: "
+          f"{out / 'views.png'} and {out / 'turntable.mp4'} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        args = parse_args(argv)
+    except SystemExit as done:  # --help, or a bad argument (already reported in one line)
+        return int(done.code or 0)
+    return run_main(lambda: render_body(args))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,7 +14,6 @@ is raised as :class:`AppError`, whose text is meant for the user as is.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import logging
 import math
@@ -35,11 +34,13 @@ from sigman.exporting import export_avatar, first_frame, render_motion
 from sigman.gaussians import Gaussians
 from sigman.paths import assets_dir
 from sigman.pipeline import PipelineConfig, SigmanPipeline
-from sigman.pose import PoseFileError, SMPLXPose, load_pose
+from sigman.pose import PoseFileError, SMPLXPose
 from sigman.preprocess import ImageInputError, load_image, load_mask, preprocess_person
 from sigman.presets import MOTION_PRESETS, POSE_PRESETS, resolve_pose
 from sigman.render import write_video
 from sigman.sampling import SAMPLERS
+from sigman.sequences import MAX_MOTION_FRAMES, MAX_MOTION_FRAMES_CPU, load_motion, load_pose_frame
+from sigman.settings import MAX_GUIDANCE, MAX_SEED, MAX_STEPS
 from sigman.weights import WeightsError
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,6 @@ NO_MOTION = "none"
 WEIGHTS_ENV = "SIGMAN_WEIGHTS"
 VIEWER_HOST_ENV = "SIGMAN_VIEWER_HOST"
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
-MAX_STEPS = 200
-MAX_GUIDANCE = 20.0
-MAX_SEED = 2**31 - 1
 GET_WEIGHTS_HELP = (
     "Train the demo weights with `train/` (they go to `assets/weights/demo/`), or put the official SIGMAN "
     "release (`autoencoder.safetensors`, `transformer.safetensors`, the Sapiens-1B torchscript file) in a "
@@ -135,13 +133,14 @@ class OutputSettings:
     render_size: int = 512
     turntable_frames: int = 48
     motion_size: int = 384
-    max_motion_frames: int = 240  # longer motions are subsampled in time to this many frames
+    max_motion_frames: int = MAX_MOTION_FRAMES  # longer motions: sigman.sequences.motion_plan's rule
 
     @staticmethod
     def for_device(device: Union[str, torch.device]) -> "OutputSettings":
         if torch.device(device).type == "cuda":
             return OutputSettings()
-        return OutputSettings(render_size=320, turntable_frames=36, motion_size=320, max_motion_frames=90)
+        return OutputSettings(render_size=320, turntable_frames=36, motion_size=320,
+                              max_motion_frames=MAX_MOTION_FRAMES_CPU)
 
 
 @dataclass(frozen=True)
@@ -360,6 +359,7 @@ def photo_input(photo: Optional[str], mask: Optional[str]) -> Union[str, np.ndar
         return photo
     rgb, _ = load_image(photo)
     try:
+        preprocess_person(photo, mask=mask, size=32)  # its messages name the sizes as uploaded
         alpha = load_mask(mask, *rgb.shape[:2])
         rgba = np.concatenate([rgb, np.clip(alpha, 0.0, 1.0)[..., None]], axis=-1)
         preprocess_person(rgba, size=32)
@@ -368,9 +368,10 @@ def photo_input(photo: Optional[str], mask: Optional[str]) -> Union[str, np.ndar
     return rgba
 
 
-def _load_pose_file(path: str, what: str) -> SMPLXPose:
+def _read_upload(path: str, what: str, read: Callable):
+    """``read(path)``, its PoseFileError turned into an AppError that names the upload."""
     try:
-        return load_pose(path)
+        return read(path)
     except PoseFileError as err:
         name = Path(path).name
         message = str(err).replace(str(path), name)
@@ -380,7 +381,7 @@ def _load_pose_file(path: str, what: str) -> SMPLXPose:
 def pose_input(request: GenerationRequest) -> tuple[Union[str, SMPLXPose], SMPLXPose]:
     """(what to show the viewer, the one-frame pose to generate in)."""
     if request.pose_file:
-        pose = _load_pose_file(request.pose_file, "Pose file").frame(0)
+        pose = _read_upload(request.pose_file, "Pose file", load_pose_frame)  # reads the first frame only
         return pose, pose
     if request.pose not in POSE_PRESETS:
         raise AppError(f"Unknown pose {request.pose!r}: pick one of {', '.join(POSE_PRESETS)} "
@@ -389,22 +390,15 @@ def pose_input(request: GenerationRequest) -> tuple[Union[str, SMPLXPose], SMPLX
 
 
 def motion_input(request: GenerationRequest, max_frames: int) -> Optional[SMPLXPose]:
-    """The motion to animate the avatar with (subsampled in time to ``max_frames``), or None."""
+    """The motion to animate the avatar with, cut to ``max_frames`` by the shared rule
+    (:func:`sigman.sequences.motion_plan`), or None."""
     if request.motion_file:
-        motion = _load_pose_file(request.motion_file, "Motion file")
-        if motion.num_frames < 2:
-            raise AppError(f"Motion file: {Path(request.motion_file).name} holds a single pose, not a sequence: "
-                           "upload it as the pose, or upload an SMPL-X / AMASS sequence as the motion.")
-    elif not request.motion or request.motion == NO_MOTION:
+        return _read_upload(request.motion_file, "Motion file", lambda path: load_motion(path, max_frames))[0]
+    if not request.motion or request.motion == NO_MOTION:
         return None
-    elif request.motion in MOTION_PRESETS:
-        motion = resolve_pose(request.motion)
-    else:
+    if request.motion not in MOTION_PRESETS:
         raise AppError(f"Unknown motion {request.motion!r}: pick one of {', '.join(motion_choices())}.")
-    stride = max(1, math.ceil(motion.num_frames / max_frames))
-    if stride > 1:
-        motion = dataclasses.replace(motion.frame(slice(0, None, stride)), fps=motion.fps / stride)
-    return motion
+    return load_motion(request.motion, max_frames)[0]
 
 
 class AvatarStudio:

@@ -1,92 +1,125 @@
-"""Photo + pose -> an animatable Gaussian avatar, from the command line.
+"""What every command-line script shares: an argument parser whose errors are one line, argument
+types that check a documented range, and :func:`run_main`, which turns every expected error into
+one ``error: ...`` line and exit code 2 (never a traceback).
 
-    sigman-generate --image person.png --pose waving --motion walk_cycle --out outputs/gen
-    (in a checkout: python scripts/generate.py ...)
-
-Writes into ``--out``: ``views.png`` (multi-view renders of the posed avatar), ``turntable.mp4``,
-``avatar.ply`` (standard 3DGS, posed; full Inria layout, ``--compact-ply`` for 17 properties),
-``avatar_canonical.ply``, ``avatar.glb`` (the rigged avatar: Gaussians + skeleton + skin weights,
-reposable) and ``avatar_mesh.glb`` (a skinned, textured mesh for Blender, three.js and game
-engines), and ``input.png`` (the preprocessed photo). A motion (``--motion walk_cycle`` or an
-SMPL-X/AMASS sequence) also writes ``motion.mp4`` and rides in both ``.glb`` files as their
-animation. The weights are the shipped demo weights unless ``--weights DIR`` or
-``$SIGMAN_WEIGHTS`` names another model folder.
+    parser = OneLineParser(description=__doc__)
+    parser.add_argument("--size", type=int_in(64, 2048), default=512)
+    ...
+    sys.exit(run_main(lambda: main(parser.parse_args())))
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
-import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional
 
-import torch
-from tqdm import tqdm
+from sigman.settings import SettingError, check_float, check_int
 
-from sigman.exporting import export_avatar
-from sigman.pipeline import PipelineConfig, SigmanPipeline
-from sigman.pose import PoseFileError
-from sigman.preprocess import ImageInputError
-from sigman.weights import WeightsError
+EXIT_USAGE = 2  # a user error: bad argument, unreadable input, missing weights
+EXIT_BUG = 1  # an unexpected exception (a bug): one line, and --debug / SIGMAN_DEBUG=1 shows the traceback
+EXIT_INTERRUPTED = 130
+DEBUG_ENV = "SIGMAN_DEBUG"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="sigman-generate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image", required=True, help="photo of one person (PNG with alpha, or plain background)")
-    parser.add_argument("--pose", default="a_pose", help="preset name or SMPL-X/AMASS .npz (first frame is rendered)")
-    parser.add_argument("--motion", default=None, help="optional motion (preset or .npz sequence) for motion.mp4")
-    parser.add_argument("--out", type=Path, default=Path("outputs/generate"))
-    parser.add_argument("--weights", default=None,
-                        help="model folder (default: $SIGMAN_WEIGHTS, else the shipped demo weights)")
-    parser.add_argument("--random-weights", action="store_true", help="untrained models (smoke test)")
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--guidance", type=float, default=None)
-    parser.add_argument("--sampler", default=None, choices=["ddim", "dpmpp"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--views", type=int, default=4)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--frames", type=int, default=48, help="turntable frames")
-    parser.add_argument("--view-set", default="orbit", choices=["orbit", "release"],
-                        help="orbit: --views cameras fitted around the body; release: the release's 20 calibrated views")
-    parser.add_argument("--preprocess", default=None, choices=["crop", "release"],
-                        help="photo preprocessing: crop (the person's square, the default) or release "
-                             "(the release script's whole-photo resize); default: the model folder's")
-    parser.add_argument("--up-axis", default="auto", choices=["auto", "y", "z"],
-                        help="up axis of the pose file (auto: detected; a Z-up file is rotated to +Y up)")
-    parser.add_argument("--compact-ply", action="store_true",
-                        help="write 17-property .ply files (SH degree 0) instead of the full Inria layout")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
+class OneLineParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one line: ``prog: error: ... (see --help)``."""
 
-    start = time.perf_counter()
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number in ``[low, high]``."""
+    def parse(text: str) -> int:
+        try:
+            return check_int("value", text, low, high)
+        except SettingError as err:
+            raise argparse.ArgumentTypeError(str(err).replace("value ", "", 1)) from None
+    parse.__name__ = f"int in [{low}, {high}]"
+    return parse
+
+
+def float_in(low: float, high: float) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number in ``[low, high]``."""
+    def parse(text: str) -> float:
+        try:
+            return check_float("value", text, low, high)
+        except SettingError as err:
+            raise argparse.ArgumentTypeError(str(err).replace("value ", "", 1)) from None
+    parse.__name__ = f"number in [{low:g}, {high:g}]"
+    return parse
+
+
+def writable_folder(path: Path, what: str = "--out") -> Path:
+    """Create ``path`` (and its parents) and check that files can be written in it; raises
+    :class:`SettingError` naming the folder and the reason."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SettingError(f"{what} {path} is a file, not a folder: pass a folder to write into")
     try:
-        pipe = (SigmanPipeline.from_config(PipelineConfig(), device=args.device) if args.random_weights
-                else SigmanPipeline.from_pretrained(args.weights, device=args.device))
-        if args.preprocess:
-            pipe.config.preprocess = args.preprocess
-        with tqdm(total=100, desc="generate", unit="%", bar_format="{l_bar}{bar}| {postfix}") as bar:
-            def progress(fraction: float, stage: str) -> None:
-                bar.n = int(round(100 * fraction))
-                bar.set_postfix_str(stage)
-                bar.refresh()
-            result = pipe(args.image, args.pose, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
-                          seed=args.seed, num_views=args.views, render_size=args.size, progress=progress,
-                          up_axis=args.up_axis, views=args.view_set)
-        if result.pose_note:
-            print(f"note: {result.pose_note}")
-        files = export_avatar(pipe, result, args.out, turntable_frames=args.frames, size=args.size, motion=args.motion,
-                              compact_ply=args.compact_ply)
-    except (ImageInputError, PoseFileError, WeightsError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
-    print(f"{result.canonical.num_gaussians} Gaussians on {args.device} in {time.perf_counter() - start:.1f} s ({timings})")
-    for path in files:
-        print(f"  {path}")
-    return 0
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".sigman-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise SettingError(f"{what} {path} cannot be written ({err.strerror or type(err).__name__}): "
+                           "pass a folder you can write to") from None
+    return path
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """The exception types whose message is meant for the user as is."""
+    from sigman.pose import PoseFileError
+    from sigman.preprocess import ImageInputError
+    from sigman.weights import WeightsError
+
+    return SettingError, ImageInputError, PoseFileError, WeightsError
+
+
+def describe(err: BaseException, expected: tuple[type[BaseException], ...] = ()) -> Optional[str]:
+    """The one line to print for an expected failure (``expected`` adds a script's own error
+    types), ``None`` for a bug."""
+    import torch
+
+    if isinstance(err, expected_errors() + tuple(expected)):
+        return str(err)
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"out of disk space while writing {err.filename or 'the results'}: free some space and try again"
+    if isinstance(err, OSError):
+        where = f" {err.filename}" if err.filename else ""
+        return f"cannot read or write{where}: {err.strerror or err}"
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return "the GPU ran out of memory: use a smaller --size, fewer --views, or --device cpu"
+    if isinstance(err, MemoryError):
+        return "out of memory: use a smaller --size or fewer --views / --frames"
+    return None
+
+
+def run_main(main: Callable[[], Optional[int]], debug: Optional[bool] = None,
+             expected: tuple[type[BaseException], ...] = ()) -> int:
+    """Run ``main`` and return its exit code; an expected error prints ``error: ...`` (one line,
+    exit 2; ``expected`` adds a script's own error types), Ctrl-C prints ``interrupted`` (130), and anything else prints one line naming the
+    exception as a bug (exit 1) unless ``debug`` (or ``$SIGMAN_DEBUG=1``), which re-raises it."""
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0") if debug is None else debug
+    try:
+        return main() or 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SystemExit:
+        raise
+    except Exception as err:  # noqa: BLE001 - the point of this function
+        if debug:
+            raise
+        message = describe(err, expected)
+        if message is not None:
+            print(f"error: {message}", file=sys.stderr)
+            return EXIT_USAGE
+        first = str(err).splitlines()[0] if str(err) else ""
+        print(f"error: unexpected {type(err).__name__}: {first} (a bug: please report it; rerun with "
+              f"{DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+        return EXIT_BUG

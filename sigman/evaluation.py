@@ -1,19 +1,11 @@
-"""Evaluation helpers: image metrics, held-out items of a seed-layout dataset, rendering Gaussians at an
+"""Evaluation helpers: held-out items of a seed-layout dataset, rendering Gaussians at an
 item's calibrated cameras, comparison pictures and metric tables.
 
 Used by ``scripts/eval_vae.py`` (VAE reconstruction) and ``scripts/eval_generation.py`` (photo -> 3D
 novel views). Images are ``[N, 3, H, W]`` in ``[0, 1]`` and masks ``[N, 1, H, W]`` in ``[0, 1]``
 unless noted.
 
-Metrics (per image, ``[N]``):
-
-============  ===================================================================================
-``psnr``      PSNR (dB) of the whole image (identical images: 100 dB, the MSE floor of 1e-10)
-``ssim``      SSIM of the whole image (Gaussian window 11, sigma 1.5)
-``psnr_fg``   PSNR over the pixels of the true foreground mask (mask-weighted MSE)
-``ssim_fg``   the SSIM map's mean weighted by the true mask at each window's centre
-``lpips``     LPIPS (VGG) of the whole image, only when :func:`optional_lpips` finds it offline
-============  ===================================================================================
+The metrics (PSNR, SSIM, masked variants, optional LPIPS) are :mod:`sigman.metrics`'s, re-exported here.
 
 Images of the seed layout are on white; renders compared with them use :data:`DATA_BACKGROUND`.
 """
@@ -30,74 +22,28 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from sigman.cli import int_in
 from sigman.data import layout
 from sigman.data.dataset import facing_direction, orbit_views, pose_tensors, resize_uv
 from sigman.gaussians import Gaussians
+from sigman.metrics import (  # noqa: F401 - re-exported: the metrics are part of the evaluation's API
+    METRICS, SSIM_WINDOW, image_metrics, masked_psnr, masked_ssim, optional_lpips, psnr, ssim,
+)
 from sigman.pose import SMPLXPose
 from sigman.render import Camera, render, to_uint8
-from train.losses import build_lpips, lpips_loss, psnr, ssim
+from sigman.settings import MAX_RENDER_SIZE
 
 PathLike = Union[str, os.PathLike]
 
 DATA_BACKGROUND = 1.0  # the seed layout's images are rendered / photographed on white
-SSIM_WINDOW = 11  # train.losses.ssim's default window
 LABEL_HEIGHT = 18  # px, the caption strip above a comparison grid
 GRID_GAP = 4  # px between the cells of a comparison grid
-METRICS = ("psnr", "ssim", "psnr_fg", "ssim_fg", "lpips")  # what image_metrics can return, in print order
 
 
 class EvalError(ValueError):
     """A data folder, split or view selection that cannot be evaluated; the message says why."""
-
-
-# --- metrics -------------------------------------------------------------------------------------
-
-def masked_psnr(pred: Tensor, gt: Tensor, mask: Tensor, data_range: float = 1.0) -> Tensor:
-    """PSNR over the pixels weighted by ``mask [N, 1, H, W]``: ``[N]`` (NaN for an empty mask)."""
-    weight = mask.expand_as(pred)
-    total = weight.flatten(1).sum(1)
-    mse = ((pred - gt).square() * weight).flatten(1).sum(1) / total.clamp_min(1e-8)
-    out = 10.0 * torch.log10(data_range ** 2 / mse.clamp_min(1e-10))
-    return torch.where(total > 0, out, torch.full_like(out, math.nan))
-
-
-def masked_ssim(pred: Tensor, gt: Tensor, mask: Tensor, window: int = SSIM_WINDOW) -> Tensor:
-    """SSIM map mean weighted by ``mask [N, 1, H, W]`` at each window's centre: ``[N]`` (NaN for an
-    empty mask). The mask is cropped to the valid-convolution region of the SSIM map."""
-    h, w = pred.shape[-2:]
-    win = min(window, h, w)
-    start = (win - 1) // 2
-    weight = mask[..., start:start + h - win + 1, start:start + w - win + 1]
-    out = ssim(pred, gt, window=window, weight=weight)
-    return torch.where(weight.flatten(1).sum(1) > 0, out, torch.full_like(out, math.nan))
-
-
-def image_metrics(pred: Tensor, gt: Tensor, mask: Optional[Tensor] = None,
-                  lpips_model: Optional[nn.Module] = None) -> dict[str, Tensor]:
-    """Per-image metrics of ``pred`` against ``gt`` (both ``[N, 3, H, W]`` in [0, 1]): ``psnr``, ``ssim``,
-    with ``mask [N, 1, H, W]`` also ``psnr_fg``, ``ssim_fg``, with ``lpips_model`` also ``lpips``.
-    Each ``[N]`` float32 on the CPU."""
-    if pred.shape != gt.shape or pred.dim() != 4:
-        raise ValueError(f"pred and gt must both be [N, 3, H, W], got {tuple(pred.shape)} and {tuple(gt.shape)}")
-    pred, gt = pred.float().clamp(0, 1), gt.float().clamp(0, 1)
-    out = {"psnr": psnr(pred, gt), "ssim": ssim(pred, gt)}
-    if mask is not None:
-        mask = mask.float()
-        out["psnr_fg"] = masked_psnr(pred, gt, mask)
-        out["ssim_fg"] = masked_ssim(pred, gt, mask)
-    if lpips_model is not None:
-        with torch.no_grad():
-            out["lpips"] = torch.stack([lpips_loss(lpips_model, p[None], g[None]) for p, g in zip(pred, gt)])
-    return {k: v.detach().float().cpu() for k, v in out.items()}
-
-
-def optional_lpips(device: Union[str, torch.device]) -> tuple[Optional[nn.Module], str]:
-    """LPIPS (VGG) on ``device`` if the ``lpips`` package and its weights are on this machine (never
-    downloads): ``(model or None, reason it is missing or "ok")``."""
-    model, reason = build_lpips("vgg")
-    return (model.to(device) if model is not None else None), reason
 
 
 # --- metric tables ----------------------------------------------------------------------------------
@@ -416,10 +362,11 @@ def add_eval_arguments(parser, out_default: str) -> None:
     parser.add_argument("--data", required=True, help="data folder in the seed layout (train.npy / val.npy), or an index .npy")
     parser.add_argument("--weights", default=None, help="model folder (default: assets/weights/demo)")
     parser.add_argument("--split", default="val", help="index of --data to evaluate: <split>.npy")
-    parser.add_argument("--limit", type=int, default=0, help="evaluate the first N items (0: all)")
+    parser.add_argument("--limit", type=int_in(0, 10**7), default=0, help="evaluate the first N items (0: all)")
     parser.add_argument("--views", default="heldout",
                         help="target views: 'heldout' (every view the model did not see), 'all', or indices '1,5,9'")
-    parser.add_argument("--size", type=int, default=0, help="render / compare at SIZE x SIZE (0: the VAE's render size)")
+    parser.add_argument("--size", type=int_in(0, MAX_RENDER_SIZE), default=0,
+                        help=f"render / compare at SIZE x SIZE, up to {MAX_RENDER_SIZE} (0: the VAE's render size)")
     parser.add_argument("--shape-bank", default=None, help="ShapeBank .npz of the items' body shapes (machines without anny)")
     parser.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     parser.add_argument("--out", default=out_default, help="metrics JSON to write")

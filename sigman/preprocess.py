@@ -193,15 +193,18 @@ def _split_alpha(arr: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
     return np.ascontiguousarray(arr), alpha
 
 
-def load_mask(source: ImageLike, height: int, width: int) -> np.ndarray:
+def load_mask(source: ImageLike, height: int, width: int,
+              image_size: Optional[tuple[int, int]] = None) -> np.ndarray:
     """A mask (same accepted types as images; RGB masks use their first channel, RGBA their alpha)
-    as float32 ``[height, width]`` in ``[0, 1]``. A mask of another aspect ratio is refused."""
-    arr, _ = _to_array(source, "mask")
+    as float32 ``[height, width]`` in ``[0, 1]``. A mask of another aspect ratio is refused; the
+    message names the sizes the user gave: the mask's own and ``image_size`` (``(width, height)``
+    of the image as given, before any downscaling; default ``(width, height)``)."""
+    arr, (mw, mh) = _to_array(source, "mask")
     arr = arr[..., 3] if arr.shape[-1] == 4 else arr[..., 0]
-    mh, mw = arr.shape
-    if abs(mw / mh - width / height) > 0.01:
-        raise ImageInputError(f"mask is {mw}x{mh} px but the image is {width}x{height} px: pass a mask of the image's size")
-    if (mh, mw) != (height, width):
+    iw, ih = image_size or (width, height)
+    if abs(mw / mh - iw / ih) > 0.01:
+        raise ImageInputError(f"mask is {mw}x{mh} px but the image is {iw}x{ih} px: pass a mask of the image's size")
+    if arr.shape != (height, width):
         t = torch.from_numpy(np.ascontiguousarray(arr))[None, None]
         arr = F.interpolate(t, size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
     return arr.astype(np.float32)
@@ -339,7 +342,7 @@ def preprocess_person(image: ImageLike, mask: Optional[ImageLike] = None, size: 
     if observation is None and detector is not None:
         observation = detector.observe(arr)
     if mask is not None:
-        m, source = load_mask(mask, h, w), "mask"
+        m, source = load_mask(mask, h, w, image_size=(ow, oh)), "mask"
     elif alpha is not None and float(alpha.min()) < 0.99:
         m, source = alpha, "alpha"
     else:

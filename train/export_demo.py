@@ -34,7 +34,7 @@ from sigman.models.vae import VAE_CONFIGS, SigmanVAE  # noqa: E402
 from sigman.pipeline import DIT_FILE, ENCODER_FILE, VAE_FILE, PipelineConfig, SigmanPipeline  # noqa: E402
 from sigman.weights import check_state_dict, save_weights  # noqa: E402
 from train import checkpoint as ckpt  # noqa: E402
-from train.train_dit import load_trained_vae  # noqa: E402
+from train.latents import load_trained_vae  # noqa: E402
 
 MAX_FILE_MIB = 16.0
 

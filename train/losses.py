@@ -1,82 +1,16 @@
-"""Image losses and metrics for the VAE: SSIM, PSNR, optional LPIPS, a patch discriminator, and the
-face (head) region weights.
+"""Image losses for the VAE: a patch discriminator, the face (head) region weights, and (from
+:mod:`sigman.metrics`) SSIM, PSNR and the optional LPIPS.
 
 Images are ``[N, 3, H, W]`` in ``[0, 1]`` unless noted.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-# --- SSIM / PSNR -----------------------------------------------------------------------------------
-
-def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> Tensor:
-    x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
-    g = torch.exp(-x.square() / (2 * sigma * sigma))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
-
-
-def ssim(x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5, data_range: float = 1.0,
-         weight: Optional[Tensor] = None) -> Tensor:
-    """Structural similarity per image (Wang et al. 2004: Gaussian window 11 / sigma 1.5, K1 = 0.01,
-    K2 = 0.03), ``[N]``. The window shrinks for images smaller than it. ``weight [N, 1, H', W']``
-    (optional, at the valid-convolution size or full size, resized) weights the SSIM map's mean."""
-    c = x.shape[1]
-    window = min(window, x.shape[-1], x.shape[-2])
-    w = _gaussian_window(window, sigma, c, x.device, x.dtype)
-    conv = lambda t: F.conv2d(t, w, groups=c)
-    mu_x, mu_y = conv(x), conv(y)
-    sxx = conv(x * x) - mu_x.square()
-    syy = conv(y * y) - mu_y.square()
-    sxy = conv(x * y) - mu_x * mu_y
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x.square() + mu_y.square() + c1) * (sxx + syy + c2))
-    s = s.mean(dim=1, keepdim=True)  # [N, 1, h, w]
-    if weight is None:
-        return s.flatten(1).mean(dim=1)
-    if weight.shape[-2:] != s.shape[-2:]:
-        weight = F.interpolate(weight, size=s.shape[-2:], mode="bilinear", align_corners=False)
-    return (s * weight).flatten(1).sum(1) / weight.flatten(1).sum(1).clamp_min(1e-8)
-
-
-def psnr(x: Tensor, y: Tensor, data_range: float = 1.0) -> Tensor:
-    """Peak signal-to-noise ratio per image (dB), ``[N]``."""
-    mse = (x - y).square().flatten(1).mean(dim=1).clamp_min(1e-10)
-    return 10.0 * torch.log10(data_range ** 2 / mse)
-
-
-# --- LPIPS (optional) ---------------------------------------------------------------------------
-
-def build_lpips(net: str = "vgg") -> tuple[Optional[nn.Module], str]:
-    """LPIPS if the ``lpips`` package and its backbone's ImageNet weights are on this machine
-    (never downloads). Returns ``(module or None, reason)``."""
-    try:
-        import lpips  # noqa: F401
-    except ImportError:
-        return None, "the lpips package is not installed"
-    backbone = {"vgg": "vgg16-*.pth", "alex": "alexnet-*.pth", "squeeze": "squeezenet1_1-*.pth"}[net]
-    hub = Path(torch.hub.get_dir()) / "checkpoints"
-    if not any(hub.glob(backbone)):
-        return None, f"the {net} backbone weights ({backbone}) are not in {hub} and are never downloaded"
-    try:
-        import lpips
-
-        model = lpips.LPIPS(net=net, verbose=False).eval().requires_grad_(False)
-    except Exception as err:  # noqa: BLE001 - anything that stops LPIPS just leaves it out
-        return None, f"LPIPS failed to load ({err.__class__.__name__}: {err})"
-    return model, "ok"
-
-
-def lpips_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """Mean LPIPS distance of images in ``[0, 1]`` (LPIPS expects ``[-1, 1]``)."""
-    return model(x * 2 - 1, y * 2 - 1).mean()
+from sigman.metrics import build_lpips, lpips_loss, psnr, ssim  # noqa: F401 - the VAE's losses and logs use them
 
 
 # --- patch discriminator ----------------------------------------------------------------------------

@@ -25,7 +25,6 @@ with DDIM (``--eval_steps``) from the EMA model and reports the MSE to their tru
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,15 +35,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
-from torch.utils.data import DataLoader, Subset  # noqa: E402
 
-from sigman.data.dataset import DatasetConfig, SeedDataset  # noqa: E402
 from sigman.models.dit import DIT_CONFIGS, DiTConfig, SigmanDiT, dit_config  # noqa: E402
 from sigman.models.image_encoder import build_image_encoder  # noqa: E402
-from sigman.models.vae import UV_MAP_CHANNELS, SigmanVAE, VAEConfig, make_view_input  # noqa: E402
+from sigman.models.vae import UV_MAP_CHANNELS, SigmanVAE, VAEConfig  # noqa: E402
 from sigman.render import image_grid  # noqa: E402
 from sigman.sampling import CONDITION_DROPOUT, NoiseSchedule, add_noise, sample, velocity_target  # noqa: E402
 from train import checkpoint as ckpt  # noqa: E402
+from train.latents import encode_dataset, load_trained_vae  # noqa: E402,F401 - the tests call train_dit.load_trained_vae
 from train.common import (  # noqa: E402
     Deadline,
     EMA,
@@ -57,10 +55,8 @@ from train.common import (  # noqa: E402
     config_to_json,
     cosine_schedule,
     deterministic_algorithms,
-    loader_kwargs,
     mixed_precision_for,
     step_generator,
-    to_device,
 )
 
 
@@ -118,95 +114,6 @@ CONFIGS: dict[str, DiTTrainConfig] = {
         ckpt_every=2, keep_checkpoints=2,
     ),
 }
-
-
-# --- the frozen VAE ----------------------------------------------------------------------------------
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def load_trained_vae(path) -> tuple[SigmanVAE, Path, str]:
-    """The VAE of a ``train_vae.py`` checkpoint (or of a workspace's latest): model, checkpoint, sha256
-    of its weights file. Strict key/shape check."""
-    from sigman.weights import load_weights
-
-    folder = ckpt.resolve_checkpoint(path)
-    state = ckpt.read_json(folder / ckpt.STATE_FILE)
-    if state.get("kind") != "vae":
-        raise ckpt.CheckpointError(f"{folder} is a '{state.get('kind')}' checkpoint, not a VAE one")
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in state["vae_config"].items()}
-    fields["gradient_checkpointing"] = False
-    vae = SigmanVAE(VAEConfig(**fields))
-    weights = folder / "model.safetensors"
-    load_weights(vae, weights)
-    return vae, folder, file_sha256(weights)
-
-
-# --- latents ---------------------------------------------------------------------------------------------
-
-@torch.no_grad()
-def encode_items(vae: SigmanVAE, ds: SeedDataset, indices: list[int], device: torch.device, batch_size: int,
-                 num_workers: int) -> tuple[Tensor, Tensor]:
-    """Posterior means ``[n, C, h, w]`` (float32, unscaled) and condition images ``[n, 3, S, S]`` (uint8)
-    of items ``indices`` of ``ds`` (a dataset in validation mode: fixed input views)."""
-    latents, conditions = [], []
-    if indices:
-        loader = DataLoader(Subset(ds, indices), batch_size=batch_size, **loader_kwargs(num_workers, device))
-        for batch in loader:
-            batch = to_device(batch, device)
-            views = make_view_input(batch["input_rgb"], batch["input_viewmats"], batch["input_Ks"])
-            mean, _ = vae.encode(views, batch["uv_texture"])
-            latents.append(mean.float().cpu())
-            conditions.append((batch["condition"] * 255).round().clamp(0, 255).to(torch.uint8).cpu())
-    c, h, w = vae.config.latent_shape
-    size = ds.config.condition_size
-    if not latents:
-        return torch.empty(0, c, h, w), torch.empty(0, 3, size, size, dtype=torch.uint8)
-    return torch.cat(latents), torch.cat(conditions)
-
-
-def encode_dataset(accelerator, vae: SigmanVAE, index: Path, limit: Optional[int], condition_size: int,
-                   cfg: DiTTrainConfig, cache: Path, vae_sha: str, all_processes: bool = True) -> tuple[Tensor, Tensor]:
-    """Latents and condition images of the (first ``limit``) items of ``index``: loaded from ``cache``
-    when it was made from the same VAE, items and sizes; otherwise encoded (each process a share,
-    gathered) and cached."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    vcfg = vae.config
-    ds = SeedDataset(DatasetConfig(index=index, image_size=vcfg.image_size, num_input_views=vcfg.num_views,
-                                   num_target_views=1, condition_size=condition_size, uv_resolution=vcfg.uv_size,
-                                   training=False))
-    count = len(ds) if limit is None else min(limit, len(ds))
-    meta = {"vae_sha256": vae_sha, "items": file_sha256(Path(index)), "count": str(count),
-            "valid": hashlib.sha256("\n".join(map(str, ds.items)).encode()).hexdigest(),
-            "condition_size": str(condition_size)}
-    if cache.is_file():
-        with safe_open(str(cache), "pt") as f:
-            if f.metadata() == meta:
-                return f.get_tensor("latents"), f.get_tensor("conditions")
-    rank, world = (accelerator.process_index, accelerator.num_processes) if all_processes else (0, 1)
-    lat, cond = encode_items(vae, ds, list(range(rank, count, world)), accelerator.device, cfg.encode_batch_size,
-                             cfg.num_workers)
-    if world > 1:
-        from accelerate.utils import gather
-
-        per = -(-count // world)
-        pad = lambda t: torch.cat([t, t.new_zeros(per - t.shape[0], *t.shape[1:])]).to(accelerator.device)
-        lat_all, cond_all = gather(pad(lat)).cpu(), gather(pad(cond)).cpu()  # [world * per, ...] by rank
-        order = torch.tensor([r * per + j for j in range(per) for r in range(world) if r + world * j < count])
-        lat, cond = lat_all[order], cond_all[order]
-    if accelerator.is_main_process:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        save_file({"latents": lat.contiguous(), "conditions": cond.contiguous()}, str(tmp), metadata=meta)
-        tmp.replace(cache)
-    return lat, cond
 
 
 # --- the trained module -----------------------------------------------------------------------------------
