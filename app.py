@@ -128,7 +128,7 @@ def build_demo(studio: AvatarStudio) -> gr.Blocks:
                 pose_gallery = gr.Gallery(value=thumbnails, columns=4, rows=2, height=250, object_fit="contain",
                                           allow_preview=False, show_label=False, interactive=False,
                                           elem_id="pose-gallery")
-                pose = gr.Radio(pose_choices(), value="a_pose", label="Pose preset")
+                pose = gr.Radio(pose_choices(), value="a_pose", label="Pose")
                 pose_file = gr.File(label="…or upload an SMPL-X / AMASS pose (.npz; the first frame is used)",
                                     file_types=[".npz"], height=150)
 
@@ -136,6 +136,11 @@ def build_demo(studio: AvatarStudio) -> gr.Blocks:
                 motion = gr.Dropdown(motion_choices(), value="walk_cycle", label="Animate with")
                 motion_file = gr.File(label="…or upload an SMPL-X / AMASS sequence (.npz)", file_types=[".npz"],
                                       height=150)
+                motion_video = gr.Video(label="…or a video of a person moving (its first 20 s drive the avatar)",
+                                        sources=["upload", "webcam"], height=200)
+
+                refine = gr.Checkbox(value=True, label="Photo-faithful: make the seen side of the avatar the photo itself",
+                                     elem_id="refine")
 
                 with gr.Accordion("Sampling", open=False):
                     seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
@@ -147,6 +152,8 @@ def build_demo(studio: AvatarStudio) -> gr.Blocks:
             with gr.Column(scale=3, min_width=400):
                 summary = gr.Markdown("", elem_id="summary")
                 views = gr.Image(label="Views", type="filepath", interactive=False, elem_id="views")
+                input_view = gr.Image(label="The avatar from your photo's camera (hold it against the photo)",
+                                      type="filepath", interactive=False, elem_id="input-view", height=320)
                 with gr.Row():
                     turntable = gr.Video(label="Turntable", autoplay=True, loop=True, interactive=False)
                     animation = gr.Video(label="Motion", autoplay=True, loop=True, interactive=False)
@@ -162,10 +169,11 @@ def build_demo(studio: AvatarStudio) -> gr.Blocks:
             return thumbnails[evt.index][1]
 
         def run(photo, mask, pose, pose_file, motion, motion_file, seed, steps, guidance, sampler,
-                request: gr.Request, progress=gr.Progress()):
+                refine_photo=False, motion_video=None, request: gr.Request = None, progress=gr.Progress()):
             query = GenerationRequest(photo=photo, mask=mask, pose=pose, pose_file=pose_file,
                                       motion=motion or NO_MOTION, motion_file=motion_file, seed=int(seed or 0),
-                                      steps=int(steps), guidance=float(guidance), sampler=sampler)
+                                      steps=int(steps), guidance=float(guidance), sampler=sampler,
+                                      refine=bool(refine_photo), motion_video=motion_video or None)
             try:
                 result = studio.generate(query, session=request.session_hash or "",
                                          progress=lambda fraction, stage: progress(fraction, desc=stage),
@@ -175,7 +183,7 @@ def build_demo(studio: AvatarStudio) -> gr.Blocks:
             path = lambda file: None if file is None else str(file)  # noqa: E731
             return (result.summary, path(result.views), path(result.turntable), path(result.motion),
                     viewer_html(result.viewer_url, viewer_enabled), path(result.preview),
-                    [path(file) for file in result.downloads])
+                    [path(file) for file in result.downloads], path(result.input_view))
 
         run = gpu_task(run)
 
@@ -183,8 +191,9 @@ def build_demo(studio: AvatarStudio) -> gr.Blocks:
             studio.end_session(request.session_hash or "")
 
         pose_gallery.select(pick_pose, None, pose, api_name=False)
-        generate.click(run, [photo, mask, pose, pose_file, motion, motion_file, seed, steps, guidance, sampler],
-                       [summary, views, turntable, animation, viewer, splats, downloads], api_name="generate")
+        generate.click(run, [photo, mask, pose, pose_file, motion, motion_file, seed, steps, guidance, sampler,
+                             refine, motion_video],
+                       [summary, views, turntable, animation, viewer, splats, downloads, input_view], api_name="generate")
         demo.unload(end_session)
     return demo
 

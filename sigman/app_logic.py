@@ -25,7 +25,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -39,7 +39,8 @@ from sigman.preprocess import ImageInputError, load_image, load_mask, preprocess
 from sigman.presets import MOTION_PRESETS, POSE_PRESETS, resolve_pose
 from sigman.render import write_video
 from sigman.sampling import SAMPLERS
-from sigman.sequences import MAX_MOTION_FRAMES, MAX_MOTION_FRAMES_CPU, load_motion, load_pose_frame
+from sigman.sequences import (MAX_MOTION_FRAMES, MAX_MOTION_FRAMES_CPU, check_motion, limit_motion, load_motion,
+                              load_pose_frame)
 from sigman.settings import MAX_GUIDANCE, MAX_SEED, MAX_STEPS
 from sigman.weights import WeightsError
 
@@ -149,7 +150,7 @@ class GenerationRequest:
 
     photo: Optional[str]
     mask: Optional[str] = None
-    pose: str = "a_pose"  # a pose preset name
+    pose: str = "a_pose"  # a pose preset name, or PHOTO_POSE: as the person stands in the photo
     pose_file: Optional[str] = None  # an uploaded SMPL-X / AMASS .npz; overrides ``pose``
     motion: str = "walk_cycle"  # a motion preset name, or NO_MOTION
     motion_file: Optional[str] = None  # an uploaded sequence; overrides ``motion``
@@ -157,6 +158,8 @@ class GenerationRequest:
     steps: Optional[int] = None  # None: the model's default
     guidance: Optional[float] = None
     sampler: Optional[str] = None
+    refine: bool = False  # carry the photo's own pixels onto the avatar (the page's checkbox is on by default)
+    motion_video: Optional[str] = None  # an uploaded video of a person; its motion overrides ``motion``
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,8 @@ class GenerationResult:
     viewer_url: Optional[str]
     summary: str  # one markdown line: what was made, how, and how long it took
     mesh: Optional[Path] = None  # the skinned, textured mesh avatar (avatar_mesh.glb)
+    input_view: Optional[Path] = None  # the avatar from the photo's camera, in its pose (refined results)
+    notes: tuple[str, ...] = ()  # one-line messages for the user
 
     @property
     def downloads(self) -> list[Path]:
@@ -180,8 +185,14 @@ class GenerationResult:
         return [path for path in (self.ply, self.glb, self.mesh) if path is not None]
 
 
-def pose_choices() -> list[str]:
-    return list(POSE_PRESETS)
+PHOTO_POSE = "photo"  # the pose choice "as in the photo"
+APP_VIDEO_FPS = 15.0  # motion videos are tracked at this frame rate in the app...
+APP_VIDEO_SECONDS = 20.0  # ...and only their first seconds (the CLI's scripts/video_to_motion.py takes 60 s)
+
+
+def pose_choices() -> list[tuple[str, str]]:
+    """The pose radio's ``(label, value)`` choices: as in the photo, then the presets."""
+    return [("as in the photo", PHOTO_POSE), *((name, name) for name in POSE_PRESETS)]
 
 
 def motion_choices() -> list[str]:
@@ -195,7 +206,7 @@ def thumbnails_dir() -> Path:
 def pose_thumbnails() -> list[tuple[str, str]]:
     """``(image path, preset name)`` for every pose preset that has a thumbnail."""
     folder = thumbnails_dir()
-    return [(str(folder / f"{name}.png"), name) for name in pose_choices() if (folder / f"{name}.png").is_file()]
+    return [(str(folder / f"{name}.png"), name) for name in POSE_PRESETS if (folder / f"{name}.png").is_file()]
 
 
 def examples_dir() -> Path:
@@ -383,10 +394,28 @@ def pose_input(request: GenerationRequest) -> tuple[Union[str, SMPLXPose], SMPLX
     if request.pose_file:
         pose = _read_upload(request.pose_file, "Pose file", load_pose_frame)  # reads the first frame only
         return pose, pose
+    if request.pose == PHOTO_POSE:
+        return PHOTO_POSE, PHOTO_POSE  # fitted to the photo by the pipeline
     if request.pose not in POSE_PRESETS:
         raise AppError(f"Unknown pose {request.pose!r}: pick one of {', '.join(POSE_PRESETS)} "
                        "or upload an SMPL-X .npz.")
     return request.pose, resolve_pose(request.pose).frame(0)
+
+
+def video_motion_input(video: str, body, max_frames: int, report: ProgressFn) -> tuple[SMPLXPose, list[str]]:
+    """The motion of the person in an uploaded video (:mod:`sigman.video_motion`: tracked, fitted
+    frame by frame, smoothed), cut to ``max_frames`` by the shared rule, and its notes."""
+    from sigman.video_motion import VideoInputError, VideoMotionConfig, video_to_motion
+
+    report(0.0, "reading the motion from the video")
+    config = VideoMotionConfig(fps=APP_VIDEO_FPS, max_seconds=APP_VIDEO_SECONDS)
+    try:
+        result = video_to_motion(video, None, body, config)
+    except VideoInputError as err:
+        raise AppError(f"Motion video {Path(video).name}: {err}") from None
+    motion, note = limit_motion(check_motion(result.pose, "the video's motion"), max_frames)
+    notes = [*getattr(result, "notes", []), *([note] if note else [])]
+    return motion, notes
 
 
 def motion_input(request: GenerationRequest, max_frames: int) -> Optional[SMPLXPose]:
@@ -455,19 +484,29 @@ class AvatarStudio:
         report(0.0, "checking the inputs")
         image = photo_input(request.photo, request.mask)
         shown_pose, pose = pose_input(request)
-        motion = motion_input(request, self.outputs.max_motion_frames)
+        notes: list[str] = []
+        if request.motion_video:
+            motion, video_notes = video_motion_input(request.motion_video, pipe.body, self.outputs.max_motion_frames,
+                                                     lambda fraction, stage: report(0.01, stage))
+            notes += video_notes
+        else:
+            motion = motion_input(request, self.outputs.max_motion_frames)
         folder = self._new_folder()
 
         report(0.01, "waiting for the model")
         with self._pipeline_lock:
             result = pipe(image, pose, steps=request.steps, guidance=request.guidance, seed=int(request.seed),
                           sampler=request.sampler, num_views=self.outputs.num_views,
-                          render_size=self.outputs.render_size,
+                          render_size=self.outputs.render_size, refine=request.refine,
                           progress=lambda fraction, stage: report(0.02 + 0.6 * fraction, stage))
+        notes = [*result.notes, *notes]
+        if shown_pose == PHOTO_POSE:
+            shown_pose = result.pose
         report(0.63, "rendering the turntable and writing the files")
         files = export_avatar(pipe, result, folder, turntable_frames=self.outputs.turntable_frames,
                               size=self.outputs.render_size, animate=motion,
-                              animation_name=Path(request.motion_file).stem if request.motion_file else request.motion)
+                              animation_name=(Path(request.motion_file).stem if request.motion_file else
+                                              Path(request.motion_video).stem if request.motion_video else request.motion))
         preview = write_preview(first_frame(result.posed), folder / "preview.splat")
         motion_path = None
         if motion is not None:
@@ -486,10 +525,11 @@ class AvatarStudio:
             turntable=folder / "turntable.mp4", motion=motion_path, ply=folder / "avatar.ply",
             glb=folder / "avatar.glb", preview=preview, input_crop=folder / "input.png",
             mesh=folder / "avatar_mesh.glb" if folder / "avatar_mesh.glb" in files else None,
-            num_gaussians=result.canonical.num_gaussians, viewer_url=url,
-            summary=self._summary(request, result, time.perf_counter() - start))
+            input_view=folder / "input_view.png" if folder / "input_view.png" in files else None,
+            num_gaussians=result.canonical.num_gaussians, viewer_url=url, notes=tuple(notes),
+            summary=self._summary(request, result, time.perf_counter() - start, notes))
 
-    def _summary(self, request: GenerationRequest, result, seconds: float) -> str:
+    def _summary(self, request: GenerationRequest, result, seconds: float, notes: Sequence[str] = ()) -> str:
         cfg = self.defaults
         steps = request.steps or cfg.steps
         guidance = cfg.guidance if request.guidance is None else request.guidance
@@ -498,9 +538,11 @@ class AvatarStudio:
         text = (f"**{result.canonical.num_gaussians:,} Gaussians** · seed {int(request.seed)} · {sampler}, "
                 f"{steps} steps, guidance {guidance:g} · {self.model.pipe.device.type} · {seconds:.1f} s "
                 f"({sampling:.1f} s sampling)")
+        if result.refinement is not None:
+            text += f" · photo refinement {result.timings.get('refine', 0.0):.1f} s"
         if self.model.random_weights:
             text += " · *random weights*"
-        return text
+        return text + "".join(f"\n\n*Note: {note}*" for note in notes)
 
     def _new_folder(self) -> Path:
         try:

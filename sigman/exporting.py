@@ -107,6 +107,18 @@ def export_avatar(pipe, result, out: Union[str, Path], turntable_frames: int = 4
     if result.renders is not None:
         write_image(out / "views.png", image_grid(result.renders))
         files.append(out / "views.png")
+    if getattr(result, "refinement", None) is not None:  # the avatar held against the photo
+        from sigman.refine import render_input_view
+
+        r = result.refinement
+        write_image(out / "input_view.png", render_input_view(result.canonical, pipe.body, result.rest_joints, r.pose,
+                                                              r.camera, r.background))
+        files.append(out / "input_view.png")
+    if getattr(result, "fit", None) is not None:  # the pose of the person in the photo, for other tools
+        from sigman.pose import save_pose
+
+        save_pose(out / "photo_pose.npz", result.fit.pose)
+        files.append(out / "photo_pose.npz")
     if turntable_frames > 0:
         frames = render_turntable(posed.to(torch.float32), n_frames=turntable_frames, size=size,
                                   background=(pipe.config.background,) * 3)

@@ -30,7 +30,8 @@ from sigman.models.image_encoder import SAPIENS_FILENAME, build_image_encoder
 from sigman.models.vae import VAE_CONFIGS, SigmanVAE, VAEConfig
 from sigman.paths import default_model_dir
 from sigman.pose import SMPLXPose
-from sigman.preprocess import preprocess_person
+from sigman.photo_stage import PhotoStage, PhotoUnderstanding
+from sigman.preprocess import ImageInputError, PersonImage
 from sigman.presets import resolve_pose_file
 from sigman.render import Camera, fit_orbit_to_points, render
 from sigman.sampling import SAMPLERS, sample
@@ -38,6 +39,7 @@ from sigman.uv import UVTemplate, build_uv_template
 from sigman.weights import WeightsError, load_json, load_weights, save_json, save_weights
 
 if TYPE_CHECKING:
+    from sigman.fit import BodyFit
     from sigman.refine import RefineConfig, RefineResult
 
 ProgressFn = Callable[[float, str], None]
@@ -94,6 +96,9 @@ class PipelineOutput:
     pose: Optional[SMPLXPose] = None  # the pose of ``posed``
     raw_canonical: Optional[Gaussians] = None  # the model's own output when ``canonical`` was refined
     refinement: Optional["RefineResult"] = None  # set by SigmanPipeline.refine
+    fit: Optional["BodyFit"] = None  # the body fitted to the photo (pose "photo", refinement)
+    notes: list[str] = field(default_factory=list)  # one-line messages for the user (the pose note too)
+    shape: Optional[Tensor] = None  # [1, S] the body shape the avatar was built on (None: the default)
 
 
 def _vae_config(name: str, overrides: dict) -> VAEConfig:
@@ -151,6 +156,7 @@ class SigmanPipeline:
             self._template_quats = quat_from_normals(self.template.normals)
         self.fast_dit: Optional[FastDiT] = None  # set by optimize(); sampling uses it when present
         self.compile_cache: Optional[CompileCache] = None  # set by optimize() when it compiles
+        self.photo_stage = PhotoStage()  # holds MediaPipe's detector across calls
         self._cpu_body: Optional[BodyModel] = None  # set by optimize() on CUDA: kinematics on the CPU
 
     def optimize(self, options: Optional[FastOptions] = None, cache: bool = True, **overrides) -> "SigmanPipeline":
@@ -226,18 +232,26 @@ class SigmanPipeline:
     def encoder_input_size(self) -> int:
         return int(getattr(self.image_encoder, "input_size", None) or self.image_encoder.config.input_size)
 
-    def encode_image(self, image) -> tuple[Tensor, Tensor]:
-        """Photo (path / PIL / array / tensor) -> (preprocessed ``[1, 3, S, S]``, features)."""
+    def understand_photo(self, image, fit: bool = False) -> PhotoUnderstanding:
+        """Find the person in the photo (mask, landmarks) and crop it for the encoder; with ``fit``
+        also fit the body to it (pose, shape, camera: :mod:`sigman.fit`)."""
+        return self.photo_stage.understand(image, self.body, self.encoder_input_size(), self.config.background, fit)
+
+    def encode_person(self, person: PersonImage, image=None) -> tuple[Tensor, Tensor]:
+        """The preprocessed photo ``[1, 3, S, S]`` and its image features. With the release's
+        preprocessing (``config.preprocess == "release"``) the encoder sees the whole ``image``."""
         if self.config.preprocess == "release":
             from sigman.official.preprocess import release_preprocess
 
             person = release_preprocess(image)
-        else:
-            person = preprocess_person(image, size=self.encoder_input_size(), background=self.config.background)
         pixels = person.image.to(self.device, self.dtype)
         with torch.no_grad():
             features = self.image_encoder(pixels)
         return person.image, features
+
+    def encode_image(self, image) -> tuple[Tensor, Tensor]:
+        """Photo (path / PIL / array / tensor) -> (preprocessed ``[1, 3, S, S]``, features)."""
+        return self.encode_person(self.understand_photo(image).person, image)
 
     def sample_latents(self, features: Tensor, steps: int, guidance: float, sampler: str, seed: int,
                        progress: Optional[Callable[[int, int], None]] = None) -> Tensor:
@@ -297,12 +311,14 @@ class SigmanPipeline:
     def __call__(self, image, pose: Union[str, Path, SMPLXPose, dict] = "a_pose", steps: Optional[int] = None,
                  guidance: Optional[float] = None, seed: int = 0, sampler: Optional[str] = None,
                  shape: Optional[Tensor] = None, num_views: int = 4, render_size: int = 512,
-                 progress: Optional[ProgressFn] = None, views: str = "orbit", up_axis: str = "auto") -> PipelineOutput:
+                 progress: Optional[ProgressFn] = None, views: str = "orbit", up_axis: str = "auto",
+                 refine: Union[bool, "RefineConfig"] = False, fit_shape: bool = False) -> PipelineOutput:
         """Generate an avatar.
 
         Args:
             image: the photo (path, PIL image, numpy array or tensor; alpha or white background).
-            pose: a preset name, an SMPL-X/AMASS ``.npz`` path, or an :class:`SMPLXPose`.
+            pose: a preset name, an SMPL-X/AMASS ``.npz`` path, an :class:`SMPLXPose`, or ``"photo"``:
+                the pose of the person in the photo (the body fitted to it, :mod:`sigman.fit`).
             steps, guidance, sampler: sampling settings (defaults from the config).
             seed: the sampling noise seed (same seed, same avatar).
             shape: body-model shape ``[1, S]`` (anny phenotypes / SMPL-X betas); ``None``: default.
@@ -313,6 +329,12 @@ class SigmanPipeline:
             progress: ``progress(fraction, stage)`` for a progress bar.
             up_axis: a pose file's up axis, ``"auto"`` (detected; a Z-up file is rotated to +Y up and
                 ``PipelineOutput.pose_note`` says so), ``"y"`` or ``"z"``.
+            refine: make the seen side of the avatar the photo itself (:meth:`refine`; ``True`` or
+                a :class:`~sigman.refine.RefineConfig`). It fits the body to the photo, and the
+                avatar then has the person's fitted build.
+            fit_shape: fit the body to the photo for its build (shape) even without ``refine``.
+        Raises:
+            ImageInputError: bad photo, no person in it, or ``pose="photo"`` where no body can be fitted.
         """
         cfg = self.config
         steps, guidance, sampler = steps or cfg.steps, cfg.guidance if guidance is None else guidance, sampler or cfg.sampler
@@ -328,10 +350,27 @@ class SigmanPipeline:
             timings[name] = now - tick
             tick = now
 
-        pose_file = resolve_pose_file(pose, up_axis)
-        pose = pose_file.pose
-        report(0.0, "preprocessing the photo")
-        photo, features = self.encode_image(image)
+        from_photo = isinstance(pose, str) and pose == "photo"
+        pose_file = None if from_photo else resolve_pose_file(pose, up_axis)
+        report(0.0, "finding the person in the photo")
+        need_fit = bool(refine) or from_photo or fit_shape
+        seen = self.understand_photo(image, fit=need_fit)
+        notes = list(seen.notes)
+        if seen.fit is not None:
+            lap("fit_body")
+            if shape is None:
+                shape = seen.fit.shape.to(self.device)
+        if from_photo:
+            if seen.fit is None:
+                raise ImageInputError("the pose 'as in the photo' needs the person's landmarks, which were not found "
+                                      f"({self.photo_stage.unavailable or 'no landmarks'}): pick a preset or a pose file")
+            pose = seen.fit.pose
+        else:
+            pose = pose_file.pose
+            if pose_file.note:
+                notes.append(pose_file.note)
+        report(0.04, "encoding the photo")
+        photo, features = self.encode_person(seen.person, image)
         lap("encode_image")
         latents = self.sample_latents(features, steps, guidance, sampler, seed,
                                       progress=lambda i, n: report(0.05 + 0.79 * i / n, f"sampling step {i}/{n}"))
@@ -355,8 +394,19 @@ class SigmanPipeline:
                                 opacities=posed.opacities[0], colors=posed.colors[0])
             renders, cameras = self.render_views(first, num_views, render_size, views)
             lap("render")
+        output = PipelineOutput(canonical, posed, renders, cameras, latents, photo, rest_joints, timings,
+                                pose_file.note if pose_file is not None else "", pose, fit=seen.fit, notes=notes,
+                                shape=shape)
+        if refine and seen.fit is not None and self.release is None:
+            from sigman.refine import RefineConfig
+
+            config = refine if not isinstance(refine, bool) else RefineConfig()
+            output = self.refine(output, seen.photo, seen.mask, seen.fit, config, num_views, render_size,
+                                 progress=lambda fraction, stage: report(0.95 + 0.05 * fraction, stage))
+        elif refine and self.release is not None:
+            notes.append("photo refinement is not available with the release's template yet: the raw model output is shown")
         report(1.0, "done")
-        return PipelineOutput(canonical, posed, renders, cameras, latents, photo, rest_joints, timings, pose_file.note, pose)
+        return output
 
     def refine(self, output: PipelineOutput, photo, mask, fit, config: Optional["RefineConfig"] = None,
                num_views: int = 4, render_size: int = 512, progress: Optional[ProgressFn] = None) -> PipelineOutput:

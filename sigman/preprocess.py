@@ -52,6 +52,8 @@ class PersonImage:
     mask_source: str  # "mask" | "alpha" | "segmented" (MediaPipe) | "estimated" (border colour) | "full" (whole image)
     observation: Optional["PersonObservation"] = None  # what MediaPipe saw (in the loaded image's pixels), if it ran
     notes: list[str] = field(default_factory=list)  # one-line messages for the user
+    photo: Optional[np.ndarray] = None  # [H, W, 3] float32 the loaded photo (the observation's pixels)
+    photo_mask: Optional[np.ndarray] = None  # [H, W] float32 the person's mask in it
 
 
 # --- loading and validation ------------------------------------------------------------------
@@ -361,6 +363,7 @@ def preprocess_person(image: ImageLike, mask: Optional[ImageLike] = None, size: 
     if observation is not None:
         notes = [*observation.notes, *notes]
     check_person_content(rgb, None if source == "full" else m, source)
+    photo, photo_mask = rgb, m
     if source != "full":
         rgb = rgb * m[..., None] + background * (1.0 - m[..., None])
     bbox = mask_bbox(m) if source != "full" else (0, 0, w, h)
@@ -377,4 +380,4 @@ def preprocess_person(image: ImageLike, mask: Optional[ImageLike] = None, size: 
     sx, sy = ow / w, oh / h
     bbox_src = (int(round(bbox[0] * sx)), int(round(bbox[1] * sy)), int(round(bbox[2] * sx)), int(round(bbox[3] * sy)))
     return PersonImage(image=t[:, :3].contiguous(), mask=t[:, 3:].contiguous(), bbox=bbox_src, mask_source=source,
-                       observation=observation, notes=notes)
+                       observation=observation, notes=notes, photo=photo, photo_mask=photo_mask)

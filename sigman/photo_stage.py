@@ -1,0 +1,85 @@
+"""What the pipeline learns from the photo before and after the networks: the person (mask,
+landmarks; :mod:`sigman.person`), the body fitted to them (pose, shape, camera; :mod:`sigman.fit`),
+and the notes the user should see. The pipeline holds one :class:`PhotoStage` so that MediaPipe's
+model is loaded once, not per photo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional
+
+import numpy as np
+
+from sigman.preprocess import ImageLike, PersonImage, preprocess_person
+
+if TYPE_CHECKING:
+    from sigman.body import BodyModel
+    from sigman.fit import BodyFit, FitConfig
+    from sigman.person import PersonDetector
+
+
+@dataclass
+class PhotoUnderstanding:
+    """The photo as the pipeline understood it."""
+
+    person: PersonImage  # the encoder's crop, the loaded photo and its mask, the observation
+    fit: Optional["BodyFit"] = None  # the body fitted to the photo (when asked for and possible)
+    notes: list[str] = field(default_factory=list)  # one-line messages for the user
+
+    @property
+    def photo(self) -> np.ndarray:
+        """``[H, W, 3]`` float32 the loaded photo (at most 2048 px on its longer side)."""
+        return self.person.photo
+
+    @property
+    def mask(self) -> np.ndarray:
+        """``[H, W]`` float32 the person's mask in :attr:`photo`."""
+        return self.person.photo_mask
+
+
+class PhotoStage:
+    """Person understanding and body fitting for one pipeline (holds the loaded detector)."""
+
+    def __init__(self) -> None:
+        self._detector: Optional["PersonDetector"] = None
+        self.unavailable: Optional[str] = None  # why MediaPipe cannot run here, once found out
+
+    def detector(self) -> Optional["PersonDetector"]:
+        """The held MediaPipe detector, loaded on first use; ``None`` (and :attr:`unavailable`
+        says why) when MediaPipe or its model bundle is missing."""
+        if self._detector is None and self.unavailable is None:
+            from sigman.person import PersonDetector, PersonModelError
+
+            try:
+                self._detector = PersonDetector()
+            except PersonModelError as err:
+                self.unavailable = str(err)
+        return self._detector
+
+    def understand(self, image: ImageLike, body: "BodyModel", size: int, background: float,
+                   fit: bool, fit_config: Optional["FitConfig"] = None) -> PhotoUnderstanding:
+        """Preprocess ``image`` for an encoder of ``size`` px (finding the person), and with ``fit``
+        fit ``body`` to what was seen. A photo without landmarks (MediaPipe unavailable) gets no
+        fit, and a note says so."""
+        detector = self.detector()
+        if detector is None:
+            person = preprocess_person(image, size=size, background=background)
+        else:
+            person = preprocess_person(image, size=size, background=background, detector=detector)
+        result = PhotoUnderstanding(person, notes=list(person.notes))
+        if not fit:
+            return result
+        if person.observation is None:
+            why = self.unavailable or "the person's landmarks were not found"
+            result.notes.append(f"the body could not be fitted to the photo ({why}): "
+                                "its pose and the photo refinement are skipped")
+            return result
+        from sigman.fit import FitConfig, fit_body
+
+        result.fit = fit_body(body, person.observation, fit_config or FitConfig())
+        return result
+
+    def close(self) -> None:
+        if self._detector is not None:
+            self._detector.close()
+            self._detector = None
