@@ -76,7 +76,9 @@ class PhotoStage:
             return result
         from sigman.fit import FitConfig, fit_body
 
-        result.fit = fit_body(body, person.observation, fit_config or FitConfig())
+        # num_threads=None: the fit leaves torch's thread count alone (a process-wide setting that
+        # other requests running beside this one would feel)
+        result.fit = fit_body(body, person.observation, fit_config or FitConfig(num_threads=None))
         return result
 
     def close(self) -> None:

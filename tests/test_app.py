@@ -81,11 +81,12 @@ def app(anny_body, tmp_path_factory):
 def generate(client, photo: Path | None, **settings):
     """Call the page's Generate button through the API; returns its outputs as a dict."""
     args = dict(photo=photo and gradio_client.handle_file(str(photo)), mask=None, pose="a_pose", pose_file=None,
-                motion="walk_cycle", motion_file=None, seed=0, steps=2, guidance=2.0, sampler="ddim")
+                motion="walk_cycle", motion_file=None, seed=0, steps=2, guidance=2.0, sampler="ddim",
+                refine_photo=False)
     args.update({k: gradio_client.handle_file(str(v)) if k in ("mask", "pose_file", "motion_file") and v else v
                  for k, v in settings.items()})
     out = client.predict(**args, api_name="/generate")
-    names = ("summary", "views", "turntable", "motion", "viewer", "splats", "downloads")
+    names = ("summary", "views", "turntable", "motion", "viewer", "splats", "downloads", "input_view")
     return dict(zip(names, out))
 
 
@@ -128,6 +129,19 @@ def test_photo_to_outputs(app):
         assert page.status == 200
 
 
+def test_pose_as_in_the_photo_and_photo_refinement(app):
+    """'as in the photo' fits the body to the photo; the photo-faithful checkbox refines the avatar
+    against it and shows it from the photo's camera, at the photo's own size."""
+    _, client = app
+    out = generate(client, EXAMPLES[2], pose="photo", motion="none", refine_photo=True)
+    assert "photo refinement" in out["summary"]
+    view = np.asarray(Image.open(out["input_view"]).convert("RGB"))
+    photo = Image.open(EXAMPLES[2])
+    assert view.shape[:2] == (photo.height, photo.width)
+    assert view.std() > 5  # an avatar is drawn, not a blank canvas
+    assert any(Path(p).name == "avatar_mesh.glb" for p in out["downloads"])
+
+
 def test_same_session_replaces_its_viewer(app):
     studio, client = app
     first = generate(client, EXAMPLES[1], motion="none")
@@ -145,17 +159,17 @@ def test_concurrent_requests_get_their_own_results(app):
     a, b = gradio_client.Client(url, verbose=False), gradio_client.Client(url, verbose=False)
     args = lambda photo, seed: dict(  # noqa: E731
         photo=gradio_client.handle_file(str(photo)), mask=None, pose="standing", pose_file=None, motion="none",
-        motion_file=None, seed=seed, steps=3, guidance=2.0, sampler="ddim")
+        motion_file=None, seed=seed, steps=3, guidance=2.0, sampler="ddim", refine_photo=False)
     jobs = [a.submit(**args(EXAMPLES[0], 11), api_name="/generate"),
             b.submit(**args(EXAMPLES[2], 22), api_name="/generate")]
-    (sum_a, *_, dl_a), (sum_b, *_, dl_b) = [job.result(timeout=120) for job in jobs]
+    (sum_a, *_, dl_a, _), (sum_b, *_, dl_b, _) = [job.result(timeout=120) for job in jobs]
     assert "seed 11" in sum_a and "seed 22" in sum_b
     ply_a = next(p for p in dl_a if p.endswith(".ply"))
     ply_b = next(p for p in dl_b if p.endswith(".ply"))
     assert Path(ply_a).read_bytes() != Path(ply_b).read_bytes()
     # each concurrent result is exactly what that request gives on its own
     alone = a.predict(**args(EXAMPLES[0], 11), api_name="/generate")
-    assert Path(next(p for p in alone[-1] if p.endswith(".ply"))).read_bytes() == Path(ply_a).read_bytes()
+    assert Path(next(p for p in alone[-2] if p.endswith(".ply"))).read_bytes() == Path(ply_a).read_bytes()
     folders = [p for p in studio.output_root.iterdir() if p.is_dir()]
     assert len(folders) == len({p.name for p in folders})  # one folder per request
 
@@ -315,7 +329,7 @@ def test_progress_reports_every_stage(app):
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
     stages = " | ".join(stage for _, stage in seen)
-    for stage in ("checking the inputs", "preprocessing the photo", "sampling step 2/2", "decoding Gaussians",
+    for stage in ("checking the inputs", "finding the person in the photo", "sampling step 2/2", "decoding Gaussians",
                   "rendering the turntable", "animating the avatar (6 frames)", "starting the 3D viewer", "done"):
         assert stage in stages
 

@@ -55,12 +55,12 @@ def one_start(name: str, port: int, photo: Path, env: dict, video_shim: bool, ti
             t_serving = time.perf_counter() - t0
             out = client.predict(photo=gradio_client.handle_file(str(photo)), mask=None, pose="a_pose", pose_file=None,
                                  motion="walk_cycle", motion_file=None, seed=0, steps=30, guidance=3.5,
-                                 sampler="ddim", api_name="/generate")
+                                 sampler="ddim", refine_photo=False, api_name="/generate")
             t_first = time.perf_counter() - t0
             t1 = time.perf_counter()
             client.predict(photo=gradio_client.handle_file(str(photo)), mask=None, pose="waving", pose_file=None,
                            motion="walk_cycle", motion_file=None, seed=1, steps=30, guidance=3.5,
-                           sampler="ddim", api_name="/generate")
+                           sampler="ddim", refine_photo=False, api_name="/generate")
             t_second = time.perf_counter() - t1
         finally:
             proc.terminate()
