@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from sigman.preprocess import ImageLike, PersonImage, preprocess_person
+from sigman.preprocess import ImageLike, PersonImage, load_image, preprocess_person
 
 if TYPE_CHECKING:
     from sigman.body import BodyModel
@@ -35,6 +35,12 @@ class PhotoUnderstanding:
     def mask(self) -> np.ndarray:
         """``[H, W]`` float32 the person's mask in :attr:`photo`."""
         return self.person.photo_mask
+
+
+def _has_mask(image: ImageLike) -> bool:
+    """Whether the photo carries its own person mask (an alpha channel that is not all opaque)."""
+    _, alpha = load_image(image)
+    return alpha is not None and float(alpha.min()) < 0.99
 
 
 class PhotoStage:
@@ -64,7 +70,9 @@ class PhotoStage:
         detector = self.detector()
         if detector is None:
             person = preprocess_person(image, size=size, background=background)
-        else:
+        elif _has_mask(image):  # the photo says where the person is: trust it, look for landmarks only
+            person = preprocess_person(image, size=size, background=background, observation=detector.detect(image))
+        else:  # the detector is the person test (a cup or a cat is refused)
             person = preprocess_person(image, size=size, background=background, detector=detector)
         result = PhotoUnderstanding(person, notes=list(person.notes))
         if not fit:
