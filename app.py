@@ -236,7 +236,12 @@ def main() -> None:
         logging.getLogger("sigman.app").info("warming up the optimized sampler (about a minute on a first start, seconds with the compile cache)...")
         examples = example_photos()
         logging.getLogger("sigman.app").info(optimize_for_serving(model, examples[0] if examples else None))
-    viewers = ViewerPool(args.viewer_host, args.max_viewers) if args.max_viewers > 0 else None
+    if args.max_viewers > 0:
+        from viewer import launch_viewer
+
+        viewers = ViewerPool(launch_viewer, args.viewer_host, args.max_viewers)
+    else:
+        viewers = None
     studio = AvatarStudio(model, viewers=viewers, keep_hours=KEEP_RESULTS_S / 3600)
     try:
         launch(build_demo(studio), studio, args.host, args.port, args.share, args.concurrency)

@@ -289,11 +289,12 @@ def viewer_url(port: int, bind_host: str, browser_host: Optional[str]) -> str:
 
 class ViewerPool:
     """Live viser viewers: one per browser session, at most ``capacity`` in all. A session's new
-    result replaces its viewer; when full, the oldest viewer is stopped to make room."""
+    result replaces its viewer; when full, the oldest viewer is stopped to make room.
 
-    def __init__(self, host: str = "127.0.0.1", capacity: int = 4, launch: Optional[Callable] = None) -> None:
-        if launch is None:
-            from viewer import launch_viewer as launch
+    ``launch(gaussians, body, rest_joints, pose, host=..., port=0, **kw)`` starts one viewer: the app
+    passes ``viewer.launch_viewer`` (the library never imports the viewer package itself)."""
+
+    def __init__(self, launch: Callable, host: str = "127.0.0.1", capacity: int = 4) -> None:
         self.host, self.capacity = host, capacity
         self._launch = launch
         self._lock = threading.Lock()

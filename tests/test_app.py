@@ -29,6 +29,7 @@ from sigman.app_logic import (  # noqa: E402
     AppError, AvatarStudio, GenerationRequest, LoadedModel, OutputSettings, ViewerPool, load_model, motion_input,
     optimize_for_serving, user_message, viewer_url, write_preview,
 )
+from viewer import launch_viewer  # noqa: E402
 from sigman.io import load_gaussians, load_splat  # noqa: E402
 from sigman.pipeline import SigmanPipeline  # noqa: E402
 from sigman.pose import PoseFileError, SMPLXPose, save_pose  # noqa: E402
@@ -67,7 +68,7 @@ def tiny_studio(anny_body, tmp_path: Path, viewers: bool = True) -> AvatarStudio
     model = LoadedModel(pipe, "random weights (tiny test model)", banner="**Random weights** (tests)",
                         random_weights=True)
     return AvatarStudio(model, TINY_OUTPUTS, output_root=tmp_path / "outputs",
-                        viewers=ViewerPool("127.0.0.1", capacity=2) if viewers else None)
+                        viewers=ViewerPool(launch_viewer, "127.0.0.1", capacity=2) if viewers else None)
 
 
 @pytest.fixture(scope="module")
@@ -419,7 +420,7 @@ def test_viewer_pool_replaces_and_caps():
         made.append(FakeViewer(9000 + len(made)))
         return made[-1]
 
-    pool = ViewerPool(capacity=2, launch=launch_fake)
+    pool = ViewerPool(launch_fake, capacity=2)
     pool.open("a", None, None, None, "waving")
     pool.open("a", None, None, None, "t_pose")  # a's new result replaces its viewer
     assert made[0].stopped and not made[1].stopped and len(pool) == 1 and made[1].pose == "t_pose"

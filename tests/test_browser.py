@@ -31,6 +31,7 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 
 from app import build_demo, launch  # noqa: E402
 from sigman.app_logic import AvatarStudio, GenerationRequest, OutputSettings, ViewerPool, load_model  # noqa: E402
+from viewer import launch_viewer  # noqa: E402
 from test_app import EXAMPLES, free_port, tiny_studio  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignore:The copy keyword is deprecated")
@@ -52,7 +53,7 @@ def served(anny_body, tmp_path_factory):
     if UPDATE_SCREENSHOTS:
         model = load_model(device="cpu")
         studio = AvatarStudio(model, OutputSettings.for_device("cpu"), output_root=root / "outputs",
-                              viewers=ViewerPool("127.0.0.1", capacity=2))
+                              viewers=ViewerPool(launch_viewer, "127.0.0.1", capacity=2))
     else:
         studio = tiny_studio(anny_body, root)
     demo = build_demo(studio)

@@ -8,9 +8,8 @@ from pathlib import Path
 
 SIGMAN = Path(__file__).resolve().parent.parent / "sigman"
 FORBIDDEN = ("train", "viewer", "scripts", "app", "tests")
-# The one sanctioned exception: the app's logic starts viewers for the app (an injectable callable
-# defaults to the viewer package). Anything new here needs a reason.
-ALLOWED = {("app_logic.py", "viewer")}
+# No exceptions: the app's viewer pool gets its launcher from app.py. Anything added here needs a reason.
+ALLOWED: set = set()
 
 
 def imported_roots(tree: ast.AST) -> list[tuple[int, str]]:
