@@ -51,6 +51,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+
+from sigman.atomic import atomic_savez
 import roma
 import torch
 from torch import Tensor
@@ -246,18 +248,7 @@ def build_shape_basis(body: BodyModel, config: FitConfig = FitConfig(), step: fl
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_savez(path, arrays)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -179,21 +179,12 @@ def save_pose(path: Union[str, Path], pose: SMPLXPose) -> None:
     ``allow_pickle=False``), declaring its frame (``up_axis = "y"``), with its frame rate as ``fps``
     and AMASS's ``mocap_frame_rate``. The file is written to a temporary name beside ``path`` and
     renamed: never half-written."""
-    import os
-    import tempfile
+    from sigman.atomic import atomic_savez
 
-    path = Path(path)
     arrays = pose.to_npz_dict()
     arrays["mocap_frame_rate"] = arrays["fps"]
     arrays["up_axis"] = np.asarray("y")
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_savez(path, arrays)
 
 
 @dataclass

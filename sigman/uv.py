@@ -13,13 +13,13 @@ In ``grid_sample`` terms: ``x = 2u - 1``, ``y = 1 - 2v`` with ``align_corners=Fa
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+from sigman.atomic import atomic_savez
 import torch
 from torch import Tensor
 
@@ -166,15 +166,7 @@ def build_uv_template(body: BodyModel, resolution: int, cache: bool = True,
         texel, face, bary = rasterize_uv_layout(body.uvs.cpu().double().numpy(), body.face_uvs.cpu().numpy(), resolution)
         arrays = {"texel_index": texel, "face_index": face, "barycentric": bary.astype(np.float32)}
         if cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-            os.close(fd)
-            try:
-                np.savez(tmp, **arrays)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            atomic_savez(path, arrays)
     device = body.rest_vertices.device
     texel = torch.from_numpy(arrays["texel_index"]).long().to(device)
     template = UVTemplate(

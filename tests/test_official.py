@@ -293,8 +293,9 @@ def test_release_preprocessing_reproduces_the_script(tmp_path):
 def test_both_preprocessing_modes_through_the_pipeline(release_pipe):
     from sigman.preprocess import preprocess_person
 
-    img = np.full((120, 80, 3), 255, np.uint8)
-    img[20:100, 30:50] = (30, 90, 200)
+    img = np.full((120, 80, 4), 255, np.uint8)  # a block figure whose alpha is its person mask
+    img[..., 3] = 0
+    img[20:100, 30:50] = (30, 90, 200, 255)
     pipe = release_pipe
     crop, _ = pipe.encode_image(img)
     torch.testing.assert_close(crop, preprocess_person(img, size=pipe.encoder_input_size()).image)

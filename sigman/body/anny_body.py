@@ -12,12 +12,12 @@ Poses are SMPL-X poses: :mod:`sigman.body.retarget` maps each SMPL-X joint onto 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+from sigman.atomic import atomic_savez
 import roma
 import torch
 from torch import Tensor
@@ -85,15 +85,7 @@ def build_anny_assets(model=None) -> dict[str, np.ndarray]:
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_savez(path, arrays, compressed=True)
 
 
 def load_anny_assets(rebuild: bool = False) -> dict[str, np.ndarray]:

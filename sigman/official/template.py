@@ -40,14 +40,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import pickle
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
+
+from sigman.atomic import atomic_savez
 import torch
 from torch import Tensor
 
@@ -406,15 +406,7 @@ def build_release_template(folder: Union[str, Path, None] = None, cache: bool = 
     if arrays is None:
         arrays = template_arrays(paths, mouth_inner_faces)
         if cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-            os.close(fd)
-            try:
-                np.savez(tmp, **arrays)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            atomic_savez(path, arrays)
     t = lambda k: torch.from_numpy(np.ascontiguousarray(arrays[k]))
     return ReleaseTemplate(uv=t("uv").float(), positions=t("positions").float(), frames=t("frames").float(),
                            corner_pairs=t("corner_pairs").long(), face_mask=t("face_mask").bool(),
