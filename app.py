@@ -175,9 +175,12 @@ def build_demo(studio: AvatarStudio) -> gr.Blocks:
                                       steps=int(steps), guidance=float(guidance), sampler=sampler,
                                       refine=bool(refine_photo), motion_video=motion_video or None)
             try:
-                result = studio.generate(query, session=request.session_hash or "",
+                # a wrapper (spaces.GPU) may hide the request hint from Gradio: then no session is known
+                session = (request.session_hash or "") if request is not None else ""
+                host = request.headers.get("host") if request is not None else None
+                result = studio.generate(query, session=session,
                                          progress=lambda fraction, stage: progress(fraction, desc=stage),
-                                         browser_host=request.headers.get("host"))
+                                         browser_host=host)
             except AppError as err:
                 raise gr.Error(str(err), print_exception=False) from None
             path = lambda file: None if file is None else str(file)  # noqa: E731

@@ -75,10 +75,11 @@ def test_the_page_generates_inside_spaces_gpu(monkeypatch, anny_body, tmp_path):
     handler = next(block.fn for block in demo.fns.values() if block.api_name == "generate")
     assert getattr(handler, "__wrapped__", None) is not None and handler.__name__ == "run"
     request = Request(headers={"host": "127.0.0.1"}, session_hash="space-test")
-    out = handler(str(EXAMPLES[0]), None, "a_pose", None, "none", None, 0, 2, 2.0, "ddim", request,
-                  progress=lambda *a, **k: None)
+    out = handler(str(EXAMPLES[0]), None, "a_pose", None, "none", None, 0, 2, 2.0, "ddim", False, None,
+                  request=request, progress=lambda *a, **k: None)
     assert stand_in.calls == ["run"] and "Gaussians" in out[0]
-    assert [Path(p).name for p in out[-1]] == ["avatar.ply", "avatar.glb", "avatar_mesh.glb"]
+    assert [Path(p).name for p in out[-2]] == ["avatar.ply", "avatar.glb", "avatar_mesh.glb"]
+    assert out[-1] is None  # no photo refinement asked for: no input view
     studio.close()
 
 
