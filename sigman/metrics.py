@@ -71,7 +71,9 @@ def build_lpips(net: str = "vgg") -> tuple[Optional[nn.Module], str]:
     except ImportError:
         return None, "the lpips package is not installed"
     backbone = {"vgg": "vgg16-*.pth", "alex": "alexnet-*.pth", "squeeze": "squeezenet1_1-*.pth"}[net]
-    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    from torch.hub import get_dir  # only where cached weights would be: nothing is fetched
+
+    hub = Path(get_dir()) / "checkpoints"
     if not any(hub.glob(backbone)):
         return None, f"the {net} backbone weights ({backbone}) are not in {hub} and are never downloaded"
     try:
