@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from torch.utils.data import default_collate  # noqa: E402
 
-from sigman.cli import OneLineParser, run_main  # noqa: E402
+from sigman.cli import OneLineParser, run_command  # noqa: E402
 from sigman.data.dataset import LOAD_ERRORS  # noqa: E402
 from sigman.evaluation import (  # noqa: E402
     EvalError,
@@ -118,11 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Every user error (bad argument, data, weights, file) is one ``error: ...`` line, exit code 2."""
-    try:
-        args = parse_args(argv)
-    except SystemExit as done:  # --help, or a bad argument (already reported in one line)
-        return int(done.code or 0)
-    return run_main(lambda: run(args), expected=(EvalError,))
+    return run_command(lambda: parse_args(argv), run, expected=(EvalError,))
 
 
 if __name__ == "__main__":

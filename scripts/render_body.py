@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from sigman.body import load_body_model  # noqa: E402
-from sigman.cli import OneLineParser, int_in, run_main, writable_folder  # noqa: E402
+from sigman.cli import OneLineParser, int_in, run_command, writable_folder  # noqa: E402
 from sigman.gaussians import repose, surface_gaussians  # noqa: E402
 from sigman.render import fit_orbit_to_points, image_grid, render, render_turntable, write_image, write_video  # noqa: E402
 from sigman.sequences import load_pose_frame  # noqa: E402
@@ -75,11 +75,7 @@ def render_body(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    try:
-        args = parse_args(argv)
-    except SystemExit as done:  # --help, or a bad argument (already reported in one line)
-        return int(done.code or 0)
-    return run_main(lambda: render_body(args))
+    return run_command(lambda: parse_args(argv), render_body)
 
 
 if __name__ == "__main__":

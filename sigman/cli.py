@@ -123,3 +123,14 @@ def run_main(main: Callable[[], Optional[int]], debug: Optional[bool] = None,
         print(f"error: unexpected {type(err).__name__}: {first} (a bug: please report it; rerun with "
               f"{DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
         return EXIT_BUG
+
+
+def run_command(parse: Callable[[], object], work: Callable[[object], Optional[int]],
+                expected: tuple[type[BaseException], ...] = ()) -> int:
+    """A script's whole ``main``: ``parse()`` its arguments (``--help`` or a bad argument, already
+    reported in one line, returns argparse's exit code), then ``work(args)`` under :func:`run_main`."""
+    try:
+        args = parse()
+    except SystemExit as done:
+        return int(done.code or 0)
+    return run_main(lambda: work(args), expected=expected)

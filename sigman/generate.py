@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from sigman.cli import OneLineParser, float_in, int_in, run_main, writable_folder  # noqa: E402
+from sigman.cli import OneLineParser, float_in, int_in, run_command, writable_folder  # noqa: E402
 from sigman.settings import (  # noqa: E402 - no torch yet: argument errors come at once
     MAX_GUIDANCE, MAX_MOTION_FRAMES, MAX_MOTION_FRAMES_CPU, MAX_RENDER_SIZE, MAX_SEED, MAX_STEPS,
     MAX_TURNTABLE_FRAMES, MAX_VIEWS, MIN_GUIDANCE, MIN_RENDER_SIZE, MIN_SEED, MIN_STEPS, MIN_TURNTABLE_FRAMES,
@@ -133,11 +133,7 @@ def main(argv: Optional[list[str]] = None, random_config=None, body=None) -> int
     """The command line (``argv``: the arguments after the script name). ``random_config``: the
     :class:`~sigman.pipeline.PipelineConfig` behind ``--random-weights``, ``body``: a loaded body
     model (tests pass a tiny config and their shared body)."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as done:  # --help, or a bad argument (already reported in one line)
-        return int(done.code or 0)
-    return run_main(lambda: generate(args, random_config, body))
+    return run_command(lambda: build_parser().parse_args(argv), lambda args: generate(args, random_config, body))
 
 
 if __name__ == "__main__":
