@@ -32,7 +32,7 @@ import gradio as gr  # noqa: E402
 
 from sigman.app_logic import (  # noqa: E402
     MAX_SEED, MAX_STEPS, NO_MOTION, VIEWER_HOST_ENV, AppError, AvatarStudio, GenerationRequest, ViewerPool,
-    example_photos, examples_dir, load_model, motion_choices, optimize_for_serving, pose_choices, pose_thumbnails,
+    example_photos, examples_dir, load_model, motion_choices, pose_choices, pose_thumbnails,
     thumbnails_dir,
 )
 from sigman.sampling import SAMPLERS  # noqa: E402
@@ -235,10 +235,6 @@ def main() -> None:
     logging.getLogger("sigman.app").info("model: %s", model.description)
     if on_zero_gpu():  # no CUDA outside spaces.GPU calls: no warm-up at start
         args.no_optimize = True
-    if not args.no_optimize and model.pipe is not None and model.pipe.device.type == "cuda":
-        logging.getLogger("sigman.app").info("warming up the optimized sampler (about a minute on a first start, seconds with the compile cache)...")
-        examples = example_photos()
-        logging.getLogger("sigman.app").info(optimize_for_serving(model, examples[0] if examples else None))
     if args.max_viewers > 0:
         from viewer import launch_viewer
 
@@ -246,6 +242,12 @@ def main() -> None:
     else:
         viewers = None
     studio = AvatarStudio(model, viewers=viewers, keep_hours=KEEP_RESULTS_S / 3600)
+    if not args.no_optimize and model.pipe is not None and model.pipe.device.type == "cuda":
+        log = logging.getLogger("sigman.app")
+        log.info("warming up the optimized sampler while the server starts (about a minute on a first start, "
+                 "seconds with the compile cache)...")
+        examples = example_photos()
+        studio.warm_up_in_background(examples[0] if examples else None, log.info)
     try:
         launch(build_demo(studio), studio, args.host, args.port, args.share, args.concurrency)
     finally:

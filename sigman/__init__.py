@@ -6,3 +6,7 @@ Assets"). Coordinate convention everywhere: SMPL-X's world frame (metres, +Y up,
 """
 
 __version__ = "0.1.0"
+
+from sigman._roma_import import import_roma as _import_roma
+
+_import_roma()  # before any submodule's `import roma`: see sigman/_roma_import.py

@@ -453,6 +453,24 @@ class AvatarStudio:
         self.viewers = viewers
         self.keep_hours = keep_hours
         self._pipeline_lock = threading.Lock()
+        self._warm_up: Optional[threading.Thread] = None
+
+    def warm_up_in_background(self, example: Optional[Path], done: Callable[[str], None]) -> threading.Thread:
+        """Run :func:`optimize_for_serving` on a thread that holds the pipeline lock, so that the web
+        server starts meanwhile and the first request waits only for what is left of the warm-up.
+        ``done`` gets the one-line outcome."""
+        lock = self._pipeline_lock
+        lock.acquire()  # taken here, so that no request can slip in before the thread starts
+
+        def run() -> None:
+            try:
+                done(optimize_for_serving(self.model, example))
+            finally:
+                lock.release()
+
+        self._warm_up = threading.Thread(target=run, name="sigman-warm-up", daemon=True)
+        self._warm_up.start()
+        return self._warm_up
 
     @property
     def defaults(self) -> PipelineConfig:

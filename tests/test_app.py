@@ -9,6 +9,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import zlib
@@ -480,3 +481,30 @@ def test_optimize_for_serving_is_cuda_only_and_falls_back(anny_body, tmp_path):
     message = optimize_for_serving(model)
     assert "optimization failed: RuntimeError: no compiler" in message
     assert model.pipe.fast_dit is None and model.pipe._cpu_body is None
+
+
+def test_background_warm_up_holds_the_pipeline_until_done(anny_body, tmp_path):
+    studio = tiny_studio(anny_body, tmp_path, viewers=False)
+    release = threading.Event()
+    outcomes: list[str] = []
+
+    def slow_done(message: str) -> None:  # called on the warm-up thread, before the lock is let go
+        release.wait(5)
+        outcomes.append(message)
+
+    thread = studio.warm_up_in_background(None, slow_done)
+    assert not studio._pipeline_lock.acquire(blocking=False)  # a request now waits for the warm-up
+    release.set()
+    thread.join(5)
+    assert outcomes and outcomes[0].startswith("plain pipeline")  # the CPU: nothing to optimize
+    assert studio._pipeline_lock.acquire(blocking=False)
+    studio._pipeline_lock.release()
+
+
+def test_sigman_imports_roma_without_torch_dynamo():
+    code = ("import sys, sigman.app_logic, roma, torch; assert 'torch._dynamo' not in sys.modules; "
+            "r = roma.rotvec_to_rotmat(torch.tensor([[0.0, 0.5, 0.0]])); "
+            "assert torch.allclose(roma.special_procrustes(r + 0.01), r, atol=0.05); "
+            "import torch._dynamo; assert callable(torch._dynamo.optimize); print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
