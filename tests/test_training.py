@@ -174,6 +174,9 @@ def test_export_loads_in_the_pipeline(vae_run, dit_run, tmp_path, anny_body):
     assert names == ["autoencoder.safetensors", "image_encoder.safetensors", "pipeline.json", "training.json",
                      "transformer.safetensors"]
     assert all(p.stat().st_size <= 16 * 2**20 for p in out.iterdir())
+    provenance = json.loads((out / "training.json").read_text())  # names the runs, no machine paths
+    assert provenance["vae_checkpoint"].split("/")[1:] == ["checkpoints", ckpt.latest_checkpoint(vae_run[0] / "checkpoints").name]
+    assert not any(str(v).startswith("/") or str(tmp_path) in str(v) for v in provenance.values())
     pipe = SigmanPipeline.from_pretrained(out, device="cpu", body=anny_body)
     dit_state = json.loads((ckpt.latest_checkpoint(dit_run[0] / "checkpoints") / "state.json").read_text())
     assert pipe.vae.config.latent_scaling_factor == dit_state["latent_scaling_factor"]

@@ -85,6 +85,12 @@ def shrink_file(path: Path, limit_bytes: int, dtype: str) -> str:
     return stored
 
 
+def run_relative(folder: Path) -> str:
+    """A checkpoint folder as ``<workspace name>/checkpoints/<step>``: shipped metadata names the run,
+    never a path on the machine that trained it."""
+    return "/".join(Path(folder).resolve().parts[-3:])
+
+
 def export(vae_ckpt, dit_ckpt, out, max_file_mib: float = MAX_FILE_MIB, dtype: str = "auto", body=None,
            allow_vae_mismatch: bool = False) -> Path:
     """Write the model folder ``out`` (replaced atomically once it loads back); returns it."""
@@ -135,8 +141,8 @@ def export(vae_ckpt, dit_ckpt, out, max_file_mib: float = MAX_FILE_MIB, dtype: s
         SigmanPipeline(config, body, final_vae, dit, encoder, device="cpu", dtype=torch.float32).save_pretrained(tmp)
         limit = int(max_file_mib * 2**20)
         stored = {f.name: shrink_file(f, limit, dtype) for f in sorted(tmp.glob("*.safetensors"))}
-        provenance = {"vae_checkpoint": str(vae_folder), "vae_step": vae_state["step"], "vae_sha256": vae_sha,
-                      "dit_checkpoint": str(dit_folder), "dit_step": dit_state["step"], "dit_weights": "ema",
+        provenance = {"vae_checkpoint": run_relative(vae_folder), "vae_step": vae_state["step"], "vae_sha256": vae_sha,
+                      "dit_checkpoint": run_relative(dit_folder), "dit_step": dit_state["step"], "dit_weights": "ema",
                       "stored_dtypes": stored}
         (tmp / "training.json").write_text(json.dumps(provenance, indent=2, sort_keys=True))
 
