@@ -107,6 +107,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--compile-mode", default="max-autotune-no-cudagraphs")
     p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false", default=None)
     p.add_argument("--no-reference", action="store_true", help="skip the fp32 reference sampling")
+    p.add_argument("--no-fp8", action="store_true", help="skip the FP8 path (run only where the GPU multiplies FP8)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--weights", default=None, help="demo weights folder (default assets/weights/demo)")
     p.add_argument("--image", default=str(REPO / "assets" / "examples" / "person_00.png"))

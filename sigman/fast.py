@@ -16,6 +16,8 @@ names and checkpoint files are untouched) and computes the same function with le
 * **torch.compile** (optional, default on CUDA only) of the block function. All blocks share one
   compiled graph (weights are graph inputs), so the warm-up compiles one block, not 30; inductor
   fuses the LayerNorm, expert modulation, gating and residual work around the matmuls;
+* **FP8** (``FastOptions(fp8=True)``, opt-in; Hopper/Ada): the q/k/v, attention-output and MLP
+  matrices in e4m3 with per-row scales, activations quantized per token (:mod:`sigman.fast_fp8`);
 * **CUDA graphs** (CUDA only): the whole forward is captured once per input shape and replayed,
   which removes the launch overhead of ~2000 kernels per sampling step.
 
@@ -57,6 +59,7 @@ class FastOptions:
     compile_mode: str = "max-autotune-no-cudagraphs"  # torch.compile mode (inductor only): COMPILE_MODES
     compile_backend: Union[str, Callable] = "inductor"  # "aot_eager" traces without code generation (tests)
     cuda_graphs: Optional[bool] = None  # None: on for CUDA unless the compile mode captures graphs itself
+    fp8: bool = False  # e4m3 weights and activations for the blocks' q/k/v, output and MLP layers (sigman.fast_fp8)
 
     def resolve(self, device: torch.device, model_dtype: torch.dtype, num_params: Optional[int] = None) -> "FastOptions":
         """Concrete options for a model of ``num_params`` parameters (``None``: a large one) on ``device``."""
@@ -123,6 +126,32 @@ def block_weights(block: DiTBlock, qkv: Optional[Tuple[Tensor, Optional[Tensor]]
     )
 
 
+NUM_BLOCK_WEIGHTS = 24  # entries of block_weights(); fp8_block_weights() appends 4 scales
+_FP8_SLOTS = (4, 14, 20, 22)  # fused q/k/v, attention output, MLP in, MLP out
+
+
+def fp8_block_weights(weights: BlockWeights) -> BlockWeights:
+    """:func:`block_weights` with the four large matrices in e4m3 and their row scales appended
+    (:func:`sigman.fast_fp8.quantize_weight`; needs the fused q/k/v weight)."""
+    from sigman.fast_fp8 import quantize_weight
+
+    if weights[4] is None:
+        raise ValueError("FP8 needs the fused q/k/v weight (FastOptions(fuse_qkv=True))")
+    out, scales = list(weights), []
+    for slot in _FP8_SLOTS:
+        out[slot], scale = quantize_weight(weights[slot])
+        scales.append(scale)
+    return tuple(out) + tuple(scales)
+
+
+def _linear(x: Tensor, w: Tensor, b: Optional[Tensor], fp8_scale: Optional[Tensor]) -> Tensor:
+    if fp8_scale is None:
+        return F.linear(x, w, b)
+    from sigman.fast_fp8 import fp8_linear
+
+    return fp8_linear(x, w, fp8_scale, b)
+
+
 def _expert_modulate(x: Tensor, temb_silu: Tensor, lin_w: Tensor, lin_b: Optional[Tensor], ln_w: Optional[Tensor],
                      ln_b: Optional[Tensor], eps: float, m: int) -> Tuple[Tensor, Tensor, Tensor]:
     """Expert adaptive LayerNorm on ``x [B, M+N, D]``: one LayerNorm, condition tokens modulated by
@@ -162,23 +191,24 @@ def fast_block(x: Tensor, temb_silu: Tensor, cos: Tensor, sin: Tensor, s: BlockS
         ``[B, M+N, D]``.
     """
     (n1_w, n1_b, ln1_w, ln1_b, qkv_w, qkv_b, q_w, q_b, k_w, k_b, v_w, v_b, nq_w, nk_w, o_w, o_b,
-     n2_w, n2_b, ln2_w, ln2_b, f1_w, f1_b, f2_w, f2_b) = w
+     n2_w, n2_b, ln2_w, ln2_b, f1_w, f1_b, f2_w, f2_b) = w[:NUM_BLOCK_WEIGHTS]
+    qkv_s, o_s, f1_s, f2_s = w[NUM_BLOCK_WEIGHTS:] or (None,) * 4  # FP8 weight scales (fp8_block_weights)
     b, length, _ = x.shape
     m = s.num_condition
     h, c_gate, gate = _expert_modulate(x, temb_silu, n1_w, n1_b, ln1_w, ln1_b, s.norm_eps, m)
     if qkv_w is not None:
-        q, k, v = F.linear(h, qkv_w, qkv_b).view(b, length, 3, s.num_heads, s.head_dim).unbind(2)
+        q, k, v = _linear(h, qkv_w, qkv_b, qkv_s).view(b, length, 3, s.num_heads, s.head_dim).unbind(2)
     else:
         q, k, v = (F.linear(h, pw, pb).view(b, length, s.num_heads, s.head_dim)
                    for pw, pb in ((q_w, q_b), (k_w, k_b), (v_w, v_b)))
     q = _rms_rope(q, nq_w, s.qk_norm_eps, cos, sin)
     k = _rms_rope(k, nk_w, s.qk_norm_eps, cos, sin)
     out = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), s.attention_backend)  # [B, H, L, hd]
-    out = F.linear(out.transpose(1, 2).reshape(b, length, s.num_heads * s.head_dim), o_w, o_b)
+    out = _linear(out.transpose(1, 2).reshape(b, length, s.num_heads * s.head_dim), o_w, o_b, o_s)
     x = _gated_residual(x, out, c_gate, gate, m)
 
     h, c_gate, gate = _expert_modulate(x, temb_silu, n2_w, n2_b, ln2_w, ln2_b, s.norm_eps, m)
-    ff = F.linear(F.gelu(F.linear(h, f1_w, f1_b), approximate="tanh"), f2_w, f2_b)
+    ff = _linear(F.gelu(_linear(h, f1_w, f1_b, f1_s), approximate="tanh"), f2_w, f2_b, f2_s)
     return _gated_residual(x, ff, c_gate, gate, m)
 
 
@@ -272,6 +302,8 @@ class FastDiT(nn.Module):
         self.dtype: torch.dtype = self.options.dtype
         self._qkv = [fuse_qkv_(block) if self.options.fuse_qkv else None for block in dit.transformer_blocks]
         self._weights = [block_weights(block, qkv) for block, qkv in zip(dit.transformer_blocks, self._qkv)]
+        if self.options.fp8:  # quantized copies: weights loaded in place later are not seen (build a new FastDiT)
+            self._weights = [fp8_block_weights(w) for w in self._weights]
         self._statics: Dict[int, BlockStatics] = {}  # one object per M, so compiled guards stay stable
         self._pointers = self._weight_pointers()
         self._rope: Dict[tuple, Tuple[Tensor, Tensor]] = {}

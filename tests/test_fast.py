@@ -208,3 +208,56 @@ def test_fast_repose_matches_repose(anny_body, uv64):
     torch.testing.assert_close(got.means, want.means, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got.quats, want.quats, atol=1e-5, rtol=1e-5)
     assert got.scales.shape == want.scales.shape and got.skin_weights is g.skin_weights
+
+
+# --- FP8 --------------------------------------------------------------------------------------------
+
+def test_fp8_quantization_rows_and_product():
+    from sigman.fast_fp8 import FP8_MAX, fp8_linear, quantize_rows, quantize_weight
+
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(48, 32, generator=g) * torch.logspace(-3, 1, 48)[:, None]  # rows of very different size
+    w_fp8, scale = quantize_rows(w)
+    assert w_fp8.dtype == torch.float8_e4m3fn and scale.shape == (48, 1)
+    assert torch.allclose(w_fp8.float().abs().amax(dim=1), torch.full((48,), FP8_MAX))  # each row uses the range
+    assert rel(w_fp8.float() * scale, w) < 0.05  # e4m3 keeps 3 mantissa bits: a few percent
+    x = torch.randn(5, 7, 32, generator=g)
+    bias = torch.randn(48, generator=g)
+    qw, qs = quantize_weight(w)
+    assert qs.shape == (1, 48)
+    out = fp8_linear(x, qw, qs, bias)
+    want = torch.nn.functional.linear(x, w, bias)
+    assert out.shape == (5, 7, 48) and 1e-4 < rel(out, want) < 0.08  # quantized, but close
+    assert torch.equal(fp8_linear(torch.zeros(2, 32), qw, qs), torch.zeros(2, 48))  # zero rows stay finite
+
+
+def test_fast_dit_fp8_close_to_float32():
+    ref = random_dit(seed=2)
+    x, t, f = inputs(seed=2)
+    with torch.no_grad():
+        want = ref(x, t, f)
+    fp8 = FastDiT(copy.deepcopy(ref), FastOptions(compile=False, cuda_graphs=False, dtype=torch.float32, fp8=True))
+    plain = FastDiT(copy.deepcopy(ref), EAGER)
+    got = fp8(x, t, f)
+    assert 1e-4 < rel(got, want) < 0.1  # the FP8 path really quantizes, and stays close
+    assert rel(plain(x, t, f), want) < 1e-5
+    assert all(w[4].dtype == torch.float8_e4m3fn and len(w) == 28 for w in fp8._weights)
+    with pytest.raises(ValueError, match="fused q/k/v"):
+        FastDiT(copy.deepcopy(ref), FastOptions(compile=False, dtype=torch.float32, fp8=True, fuse_qkv=False))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fp8_scaled_mm_matches_the_emulated_product():
+    from sigman.fast_fp8 import fp8_linear, fp8_matmul_supported, quantize_weight
+
+    device = torch.device("cuda")
+    if not fp8_matmul_supported(device):
+        pytest.skip("this GPU has no FP8 matmul")
+    g = torch.Generator(device=device).manual_seed(0)
+    w = torch.randn(256, 128, device=device, generator=g)
+    x = torch.randn(64, 128, device=device, generator=g).bfloat16()
+    qw, qs = quantize_weight(w)
+    fast = fp8_linear(x, qw, qs)
+    emulated = ((x.float() / (x.float().abs().amax(-1, keepdim=True) / 448)).clamp(-448, 448)
+                .to(torch.float8_e4m3fn).float() * (x.float().abs().amax(-1, keepdim=True) / 448)) @ (qw.float() * qs.reshape(-1, 1)).t()
+    assert rel(fast.float(), emulated) < 1e-2

@@ -88,6 +88,7 @@ def bench_dit(ctx: Context) -> None:
         xb, tb, fb = cfg_inputs(ctx, ctx.fast.dtype)
         fast = path("optimized", lambda: ctx.fast(xb, tb, fb), lambda: run_sampler(ctx, ctx.fast, steps, "ddim"), note)
     ctx.ddim_latents = fast
+    fp8 = bench_fp8(ctx, baseline_model, path) if fast is not None else None
 
     ref = None
     if not args.no_reference:
@@ -96,12 +97,57 @@ def bench_dit(ctx: Context) -> None:
                 return run_sampler(ctx, baseline_model, steps, "ddim")
         ref = run.stage(name, "fp32 reference sampling", reference)
     dit_report["agreement"] = agreement(base, fast, plain, ref)
+    if fp8 is not None:
+        dit_report["agreement_fp8"] = fp8_agreement(fp8, fast, ref)
+        log(f"[{name}] FP8 agreement: {dit_report['agreement_fp8']}")
     log(f"[{name}] agreement: {dit_report['agreement']}")
     add_flop_rate(ctx, dit_report, flops)
     del baseline_model
     if ctx.device.type == "cuda":
         torch.cuda.empty_cache()
     run.save()
+
+
+def bench_fp8(ctx: Context, fp32_model, path) -> Optional[Tensor]:
+    """The optimized path with FP8 (e4m3) block matrices, where the GPU multiplies FP8 (``--no-fp8``
+    skips it): its own FastDiT on a copy of the weights, same compile settings. Returns its latents."""
+    from sigman.fast import FastDiT
+    from sigman.fast_fp8 import fp8_matmul_supported
+
+    if ctx.args.no_fp8 or not fp8_matmul_supported(ctx.device):
+        return None
+    options = dataclasses.replace(ctx.fast.options, fp8=True)
+    model = FastDiT(copy.deepcopy(fp32_model), options)
+    warm = ctx.run.stage(ctx.name, "FP8 warm-up", lambda: _timed(ctx, lambda: run_sampler(ctx, model, ctx.args.steps, "ddim")),
+                         need_seconds=60 if options.compile else 5)
+    if warm is None:
+        return None
+    log(f"[{ctx.name}] FP8 warm-up (compile + capture + first sampling): {warm:.1f}s")
+    xb, tb, fb = cfg_inputs(ctx, model.dtype)
+    note = f"as optimized, with e4m3 q/k/v, output and MLP matrices (per-row scales) and per-token activation scales"
+    if model.fallback:
+        note += f"; FELL BACK TO EAGER ({model.fallback[:120]})"
+    return path("optimized, fp8", lambda: model(xb, tb, fb), lambda: run_sampler(ctx, model, ctx.args.steps, "ddim"), note)
+
+
+def _timed(ctx: Context, fn: Callable[[], Any]) -> float:
+    sync(ctx.device)
+    tick = time.perf_counter()
+    fn()
+    sync(ctx.device)
+    return time.perf_counter() - tick
+
+
+def fp8_agreement(fp8: Tensor, bf16: Tensor, ref: Optional[Tensor]) -> dict:
+    """FP8 against fp32: it passes within twice the bf16 optimized path's own error."""
+    if ref is None:
+        return {"fp8_vs_optimized_bf16": rel_error(fp8, bf16), "verdict": "no fp32 reference run"}
+    out = {"fp8_vs_fp32": rel_error(fp8, ref), "optimized_bf16_vs_fp32": rel_error(bf16, ref),
+           "fp8_vs_optimized_bf16": rel_error(fp8, bf16)}
+    out["tolerance"] = 2 * out["optimized_bf16_vs_fp32"]
+    out["tolerance_rule"] = "2 × ‖optimized bf16 − fp32‖/‖fp32‖"
+    out["verdict"] = "PASS" if out["fp8_vs_fp32"] <= out["tolerance"] else "FAIL"
+    return out
 
 
 def optimize_and_warm_up(ctx: Context, steps: int) -> float:

@@ -11,6 +11,8 @@ from .timing import fmt_time
 TARGETS = [
     # (config, device type, what, how to read it from a section, limit, unit)
     ("official", "cuda", "official DDIM sampling (optimized), 30 steps", lambda s: dit_total(s, "optimized"), 0.67, "s"),
+    ("official", "cuda", "official DDIM sampling (optimized, FP8), 30 steps (stretch)",
+     lambda s: dit_total(s, "optimized, fp8"), 0.35, "s"),
     ("official", "cuda", "DiT forward ≥ 50% of bf16 matmul rate",
      lambda s: s.get("dit", {}).get("fraction_of_matmul_rate"), 0.5, "≥"),
     ("official", "cuda", "photo → Gaussians → first render (optimized, DDIM)",
@@ -176,6 +178,11 @@ def md_dit(dit: dict) -> str:
         facts.append(f"- agreement of the final latents: ‖optimized − baseline‖/‖baseline‖ = "
                      f"{agree['optimized_vs_baseline']:.2e}{extra}; tolerance {agree['tolerance']:.2e} "
                      f"({agree['tolerance_rule']}): **{agree['verdict']}**")
+    fp8 = dit.get("agreement_fp8", {})
+    if "fp8_vs_fp32" in fp8:
+        facts.append(f"- FP8 agreement: ‖fp8 − fp32‖/‖fp32‖ = {fp8['fp8_vs_fp32']:.2e}, optimized bf16 "
+                     f"{fp8['optimized_bf16_vs_fp32']:.2e}; tolerance {fp8['tolerance']:.2e} "
+                     f"({fp8['tolerance_rule']}): **{fp8['verdict']}**")
     if facts:
         out.append("\n".join(facts) + "\n")
     return "\n".join(out)
