@@ -28,14 +28,25 @@ try:  # Hugging Face ZeroGPU: `spaces` must be imported before torch touches CUD
 except ImportError:
     spaces = None
 
-import gradio as gr  # noqa: E402
-
 from sigman.app_logic import (  # noqa: E402
     MAX_SEED, MAX_STEPS, NO_MOTION, VIEWER_HOST_ENV, AppError, AvatarStudio, GenerationRequest, ViewerPool,
     example_photos, examples_dir, load_model, motion_choices, pose_choices, pose_thumbnails,
     thumbnails_dir,
 )
 from sigman.sampling import SAMPLERS  # noqa: E402
+
+def _import_gradio():
+    """``import gradio as gr`` for this module. ``python app.py`` calls it only after the model has
+    loaded and its warm-up has started on a thread (:func:`main`), so that gradio's import (~5 s)
+    overlaps the warm-up; importing ``app`` as a module imports gradio at once."""
+    global gr
+    import gradio as gr
+
+    return gr
+
+
+if __name__ != "__main__":
+    _import_gradio()
 
 TITLE = "sigman: one photo → an animatable 3D Gaussian avatar"
 INTRO = ("Upload a photo of one person (plain background, or a mask), pick a pose and a motion, and get a 3D "
@@ -248,6 +259,7 @@ def main() -> None:
                  "seconds with the compile cache)...")
         examples = example_photos()
         studio.warm_up_in_background(examples[0] if examples else None, log.info)
+    _import_gradio()  # after the warm-up has started: the two overlap
     try:
         launch(build_demo(studio), studio, args.host, args.port, args.share, args.concurrency)
     finally:
