@@ -70,11 +70,9 @@ def tensors(tree, prefix=""):
 def test_make_batch_output_is_unchanged(anny_body):
     cfg = SyntheticConfig(views=3, image_size=32, uv_resolution=32, render_uv_resolution=32, elevations_deg=(0.0,),
                           batch_size=2, projection=ProjectionConfig(zbuffer_size=32))
-    items = SyntheticGenerator(cfg, body=anny_body).make_batch([0, 3], seed=7)
+    items = SyntheticGenerator(cfg, body=anny_body).make_batch([3], seed=7)  # item 3 of a batch [0, 3], alone
     # values written by the generator before it was split into pose_and_paint / render_views
-    expected = [(2074067, 662, 516.227, 455, [0.278682, 0.449864, 0.024096], [0.350533, 0.509055, 0.195013, 0.686892, 0.783670, 0.587167],
-                 [[255, 255, 255], [255, 255, 255], [147, 129, 198], [106, 92, 200]]),
-                (1997190, 660, 570.680, 420, [-0.034605, 0.459968, 0.157506], [0.931114, 0.990782, 0.377797, 0.147848, 0.700678, 0.114537],
+    expected = [(1997190, 660, 570.680, 420, [-0.034605, 0.459968, 0.157506], [0.931114, 0.990782, 0.377797, 0.147848, 0.700678, 0.114537],
                  [[244, 243, 243], [30, 37, 77], [35, 49, 84], [121, 125, 149]])]
     for item, (pixel_sum, mask_px, uv_sum, uv_px, transl, phenotype, pixels) in zip(items, expected):
         assert abs(int(item.images.astype(np.int64).sum()) - pixel_sum) <= 200  # rounding of a few pixels
@@ -120,11 +118,9 @@ def test_batch_matches_the_seed_dataset_layout(generator, batch, tmp_path):
 
 
 def test_batches_are_deterministic_in_seed_step_rank(stream, batch, generator):
-    again = SyntheticStream(generator, STREAM).batch(3, 1, 2)
     ours = tensors(batch)
-    assert all(torch.equal(v, tensors(again)[k]) for k, v in ours.items())
-    first = tensors(stream.batch(3, 1, 1))  # item 0 does not depend on the batch size
-    assert all(torch.equal(v, ours[k][:1]) for k, v in first.items())
+    again = tensors(SyntheticStream(generator, STREAM).batch(3, 1, 1))  # a new stream; item 0 alone
+    assert set(again) == set(ours) and all(torch.equal(v, ours[k][:1]) for k, v in again.items())
     other_rank, other_step = stream.batch(3, 0, 1), stream.batch(4, 1, 1)
     other_seed = SyntheticStream(generator, dataclasses.replace(STREAM, seed=1)).batch(3, 1, 1)
     for other in (other_rank, other_step, other_seed):
@@ -184,6 +180,7 @@ def vae_workspace(bank_path, tmp_path_factory):
     return workspace, straight, first, resumed
 
 
+@pytest.mark.slow
 def test_vae_trains_on_the_stream_and_resumes_exactly(vae_workspace):
     import json
 
@@ -197,6 +194,7 @@ def test_vae_trains_on_the_stream_and_resumes_exactly(vae_workspace):
     assert len(val) == 1 and 0 < val[0]["psnr"] < 60  # fixed stream items validate
 
 
+@pytest.mark.slow
 def test_dit_trains_on_a_streamed_pool_and_resumes_exactly(vae_workspace, bank_path, tmp_path):
     import json
 
