@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
@@ -71,6 +72,7 @@ class StreamConfig:
     projection_views: int = 12  # views on the rig the partial UV texture is projected from
     uv_resolution: Optional[int] = None  # R of uv_texture; None: the generator's uv_resolution
     bank_mix: int = 2  # bank shapes mixed into one body (1: the bank's shapes as they are)
+    prefetch: bool = True  # batch(step) samples step + 1's random numbers on a background CPU thread
     # --- the condition photo (condition_size 0: no condition image) ---
     condition_size: int = 512  # Sc
     condition_render_size: int = 512  # the photo is rendered at this size, then cropped
@@ -184,6 +186,8 @@ class SyntheticStream:
                                              g.fovy).to(self.device)
         self.K = intrinsics_from_fov(g.fovy, cfg.render_size, cfg.render_size).to(self.device)
         bank = gen.shape_bank
+        self._executor: Optional[ThreadPoolExecutor] = None
+        self._ahead: Optional[tuple[list, Future]] = None
         self.bank = None if bank is None else (bank.phenotypes.float(), bank.rest_vertices.to(self.device),
                                                bank.rest_joints.to(self.device))  # phenotypes stay on the CPU
 
@@ -223,39 +227,58 @@ class SyntheticStream:
             out["blob_on"].append(photo.random(mh + ml) < cfg.mask_error_prob)
             out["crop"].append([photo.uniform(0, 1) * cfg.crop_scale, photo.uniform(-1, 1) * cfg.crop_shift,
                                 photo.uniform(-1, 1) * cfg.crop_shift])
+        out["pose"] = SMPLXPose.from_full_pose(torch.stack(out["pose"]))
+        if self.bank is not None:
+            out["bank_index"] = torch.from_numpy(np.stack(out["bank_index"]))  # [B, M]
+            out["bank_weight"] = torch.from_numpy(np.stack(out["bank_weight"])).float()  # [B, M]
+            out["phenotype"] = (out["bank_weight"][..., None] * self.bank[0][out["bank_index"]]).sum(1)  # the same mix
+        else:
+            out["phenotype"] = torch.from_numpy(np.stack(out["phenotype"]))
+        out["appearance"] = sample_appearance([key_seed(seed, k, 1) for k in keys], out["phenotype"])
         return out
+
+    def _sampled(self, keys: list[tuple[int, ...]]) -> dict:
+        """:meth:`_sample` of ``keys``, from the background thread when it has them ready."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == keys:
+            return ahead[1].result()
+        return self._sample(keys)
 
     # -- batches --
 
     def batch(self, step: int, rank: int = 0, batch_size: int = 1) -> dict:
-        """Training batch ``step`` of process ``rank``: items ``(TRAIN_KEY, step, rank, i)``, ``i < batch_size``."""
-        return self.items([(TRAIN_KEY, step, rank, i) for i in range(batch_size)])
+        """Training batch ``step`` of process ``rank``: items ``(TRAIN_KEY, step, rank, i)``, ``i < batch_size``.
+        With ``prefetch`` the CPU sampling of batch ``step + 1`` then starts on a background thread."""
+        return self.items([(TRAIN_KEY, step, rank, i) for i in range(batch_size)],
+                          next_keys=[(TRAIN_KEY, step + 1, rank, i) for i in range(batch_size)])
 
     @torch.no_grad()
-    def items(self, keys: Sequence[Sequence[int]]) -> dict:
-        """A batch of the items ``keys`` (tuples of ints), in that order, on the device."""
+    def items(self, keys: Sequence[Sequence[int]], next_keys: Optional[Sequence[Sequence[int]]] = None) -> dict:
+        """A batch of the items ``keys`` (tuples of ints), in that order, on the device. ``next_keys``:
+        the keys of the next call, sampled ahead on a background thread (``prefetch``)."""
         cfg, gen, dev = self.config, self.generator, self.device
         g = gen.config
+        keys = [tuple(int(x) for x in k) for k in keys]
         b = len(keys)
-        s = self._sample(keys)
-        pose = SMPLXPose.from_full_pose(torch.stack(s["pose"]))
+        s = self._sampled(keys)
+        if next_keys is not None and cfg.prefetch:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-sampling")
+            nk = [tuple(int(x) for x in k) for k in next_keys]
+            self._ahead = (nk, self._executor.submit(self._sample, nk))
+        pose = s["pose"]
 
         # body shapes
+        phenotypes = s["phenotype"].to(dev)
         if self.bank is not None:
-            phen, verts, joints = self.bank
-            idx = torch.from_numpy(np.stack(s["bank_index"]))  # [B, M]
-            w = torch.from_numpy(np.stack(s["bank_weight"])).float()  # [B, M]
-            phen_cpu = (w[..., None] * phen[idx]).sum(1)  # [B, 6], the same mix
-            idx, wd = idx.to(dev), w.to(dev)
-            rest_vertices = torch.einsum("bm,bmvc->bvc", wd, verts[idx].float())
-            rest_joints = torch.einsum("bm,bmjc->bjc", wd, joints[idx].float())
+            _, verts, joints = self.bank
+            idx, w = s["bank_index"].to(dev), s["bank_weight"].to(dev)
+            rest_vertices = torch.einsum("bm,bmvc->bvc", w, verts[idx].float())
+            rest_joints = torch.einsum("bm,bmjc->bjc", w, joints[idx].float())
         else:
-            phen_cpu = torch.from_numpy(np.stack(s["phenotype"]))
-            rest_vertices, rest_joints = gen.body.rest(phen_cpu.to(dev))
+            rest_vertices, rest_joints = gen.body.rest(phenotypes)
             rest_vertices, rest_joints = rest_vertices.float(), rest_joints.float()
-        phenotypes = phen_cpu.to(dev)
-        appearance = sample_appearance([key_seed(cfg.seed, k, 1) for k in keys], phen_cpu)
-        scene = gen.pose_and_paint(rest_vertices, rest_joints, pose, appearance.to(dev))
+        scene = gen.pose_and_paint(rest_vertices, rest_joints, pose, s["appearance"].to(dev))
 
         # cameras: inputs (front orbit), targets (random on the rig), projection (fixed rig)
         yaw = facing_yaw(pose.global_orient).to(dev)  # [B]
