@@ -4,6 +4,9 @@
         --data data/synth --vae runs/vae_demo --workspace runs/dit_demo --batch_size 64 --steps 100000
     # continue exactly where the last checkpoint left off:
     accelerate launch ... train/train_dit.py dit_demo --data data/synth --vae runs/vae_demo --workspace runs/dit_demo --resume
+    # no stored data: streamed subjects, encoded on the fly into a pool on the device
+    accelerate launch ... train/train_dit.py dit_demo --stream --shape-bank bank.npz --val_data data/heldout \
+        --vae runs/vae_stream --workspace runs/dit_stream --stream_pool 1024 --stream_refresh 4 --time_limit 8
 
 Before the first step every training item is encoded once by the frozen VAE (posterior mean of its
 fixed front-orbit input views + partial UV texture); the latents and the items' condition images (the
@@ -15,6 +18,13 @@ share and the shares are gathered. A training step is then pure tensor work:
     x_t = add_noise(x0, eps, t),  v = velocity_target(x0, eps, t)          (the release's schedule)
     features = image_encoder(condition) zeroed with probability CONDITION_DROPOUT (for CFG)
     loss = || DiT(x_t, t, features) - v ||^2
+
+With ``--stream`` there is no stored data: subjects come from :class:`sigman.data.stream.SyntheticStream`
+(DiT layout: input views + UV texture for the VAE, the condition photo), are encoded by the frozen VAE
+as above and kept in a :class:`LatentPool` of ``stream_pool`` entries on the device, of which
+``stream_refresh`` are replaced by new subjects every step (its docstring gives the rule that makes
+the pool, and so ``--resume``, a pure function of the step). ``latent_scaling_factor`` is then
+``1 / std`` of the first pool. Evaluation uses ``--val_data``'s items, else fixed stream items.
 
 ``latent_scaling_factor`` is ``1 / std`` of the training latents (``--auto_latent_scaling``, default)
 or the VAE config's; ``train/export_demo.py`` writes it into the pipeline's VAE config. The DiT and
@@ -301,6 +311,9 @@ def _train(cfg: DiTTrainConfig, resume: Optional[str], stop_at: Optional[int],
     data = Path(cfg.data)
     cond_size = encoder.input_size
     val_root = Path(cfg.val_data) if cfg.val_data else (None if cfg.stream else data)
+    if cfg.val_data and not (val_root / "val.npy").is_file():
+        raise SystemExit(f"--val_data {val_root}: no val.npy there (a seed-layout folder, e.g. from "
+                         "scripts/make_synthetic_data.py --val-fraction 1)")
     stream = pool = None
     if cfg.stream:
         from train.stream_data import make_stream, val_batches
@@ -322,7 +335,8 @@ def _train(cfg: DiTTrainConfig, resume: Optional[str], stop_at: Optional[int],
         elif stream is not None and val_root is None:  # fixed stream items
             val_latents, val_conditions = encode_batches(vae, val_batches(stream, cfg.eval_items, cfg.encode_batch_size))
     if val_latents is None and accelerator.is_main_process:
-        logger.note_once("eval", f"no {(val_root or data) / 'val.npy'} (or --eval_items 0): evaluation sampling is skipped")
+        logger.note_once("eval", "--eval_items 0: evaluation sampling is skipped" if cfg.eval_items <= 0 else
+                         f"no {(val_root or data) / 'val.npy'}: evaluation sampling is skipped")
     if stream is None:
         scale = 1.0 / float(latents.float().std()) if cfg.auto_latent_scaling else vae.config.latent_scaling_factor
         if cfg.cache_on_device:

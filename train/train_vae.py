@@ -4,6 +4,10 @@
         --data data/synth --workspace runs/vae_demo --batch_size 8 --steps 50000 --shape-bank bank.npz
     # continue a stopped/killed run exactly where its last checkpoint left it:
     accelerate launch ... train/train_vae.py vae_demo --data data/synth --workspace runs/vae_demo --resume
+    # no stored data: new subjects generated on the device every step (sigman.data.stream), validated
+    # on a held-out folder (without --val_data: on fixed stream items)
+    accelerate launch ... train/train_vae.py vae_demo --stream --shape-bank bank.npz --val_data data/heldout \
+        --workspace runs/vae_stream --steps 4000 --time_limit 8
 
 One step, for a batch of items (all on the device, batched except the rasterizer call per item):
 
@@ -16,6 +20,12 @@ One step, for a batch of items (all on the device, batched except the rasterizer
    its backbone weights are on the machine), mask (alpha), KL (``kl_weight``, 1e-6), all pixel losses
    weighted ``face_weight`` x inside the projected head region, and an optional hinge patch-GAN loss
    from ``--disc_start``.
+
+With ``--stream`` a batch is ``SyntheticStream.batch(step, rank, batch_size)`` (a pure function of
+the seed, step and rank, so ``--resume`` is exact); it carries each item's body (``rest_vertices``,
+``rest_joints``), which the step uses instead of the phenotype lookup. ``--stream_overrides`` /
+``--synthetic_overrides`` (JSON) set :class:`~sigman.data.stream.StreamConfig` /
+:class:`~sigman.data.synthetic.SyntheticConfig` fields.
 
 The decoded Gaussians use the same template points, frames (``quat_from_normals`` of the default
 body) and point spacing (``footprints``) as :meth:`sigman.pipeline.SigmanPipeline.decode_gaussians`,
@@ -237,14 +247,19 @@ def _train(cfg: VAETrainConfig, resume: Optional[str], stop_at: Optional[int], b
         train_set = SeedDataset(DatasetConfig(index=data / "train.npy", training=True, **ds_kw))
         sampler = StreamBatchSampler(len(train_set), cfg.batch_size, rank, world, cfg.seed)
     val_root = Path(cfg.val_data) if cfg.val_data else (None if cfg.stream else data)
+    if cfg.val_data and not (val_root / "val.npy").is_file():
+        raise SystemExit(f"--val_data {val_root}: no val.npy there (a seed-layout folder, e.g. from "
+                         "scripts/make_synthetic_data.py --val-fraction 1)")
     val_loader = None
     if val_root is not None and (val_root / "val.npy").is_file() and cfg.val_items > 0:
         val_set = SeedDataset(DatasetConfig(index=val_root / "val.npy", training=False, **ds_kw))
         keys = [(0, i) for i in range(min(cfg.val_items, len(val_set)))][rank::world]
         val_loader = DataLoader(Subset(EpochItems(val_set), keys), batch_size=cfg.batch_size,
                                 **loader_kwargs(min(cfg.num_workers, 2), device))
-    elif val_root is not None or cfg.val_items <= 0:
-        logger.note_once("val", f"no {(val_root or data) / 'val.npy'} (or --val_items 0): validation is skipped")
+    elif cfg.val_items <= 0:
+        logger.note_once("val", "--val_items 0: validation is skipped")
+    elif val_root is not None:
+        logger.note_once("val", f"no {val_root / 'val.npy'}: validation is skipped")
 
     # --- body, template, models ---
     torch.manual_seed(cfg.seed)

@@ -234,7 +234,10 @@ class SyntheticStream:
             out["phenotype"] = (out["bank_weight"][..., None] * self.bank[0][out["bank_index"]]).sum(1)  # the same mix
         else:
             out["phenotype"] = torch.from_numpy(np.stack(out["phenotype"]))
-        out["appearance"] = sample_appearance([key_seed(seed, k, 1) for k in keys], out["phenotype"])
+        seeds = [key_seed(seed, k, 1) for k in keys]
+        people = getattr(g, "people", None)  # SyntheticConfig.people ("basic" | "rich") where the generator has it
+        out["appearance"] = (sample_appearance(seeds, out["phenotype"]) if people is None
+                             else sample_appearance(seeds, out["phenotype"], people))
         return out
 
     def _sampled(self, keys: list[tuple[int, ...]]) -> dict:
