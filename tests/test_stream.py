@@ -144,6 +144,16 @@ def test_bodies_are_convex_mixes_of_bank_shapes(generator, batch):
         assert min(float((v - b.float()).abs().max()) for b in bank.rest_vertices) == 0.0
 
 
+def test_without_a_bank_phenotypes_are_sampled_for_anny(anny_body):
+    plain = SyntheticStream(SyntheticGenerator(SYNTH, body=anny_body), dataclasses.replace(STREAM, condition_size=0))
+    batch = plain.batch(0, 0, 1)
+    assert "condition" not in batch
+    phenotype = batch["phenotype"]
+    assert phenotype.shape == (1, 6) and bool(((phenotype >= 0) & (phenotype <= 1)).all())
+    verts, joints = anny_body.rest(phenotype)
+    assert torch.allclose(batch["rest_vertices"], verts.float()) and torch.allclose(batch["rest_joints"], joints.float())
+
+
 def test_plain_condition_is_the_front_view_crop(generator, batch):
     plain_cfg = dataclasses.replace(STREAM, condition_size=24).without_photo_variation()
     plain = SyntheticStream(generator, plain_cfg).batch(3, 1, 2)
@@ -157,6 +167,16 @@ def test_plain_condition_is_the_front_view_crop(generator, batch):
 
 
 # --- the loops --------------------------------------------------------------------------------------
+
+def test_val_data_without_val_index_is_a_clear_error(tmp_path):
+    from train import train_vae
+
+    cfg = dataclasses.replace(train_vae.CONFIGS["vae_tiny"], stream=True, val_data=str(tmp_path),
+                              workspace=str(tmp_path / "ws"))
+    with pytest.raises(SystemExit, match="no val.npy there"):
+        train_vae.train(cfg)
+    with pytest.raises(SystemExit, match="unknown --synthetic_overrides / --stream_overrides fields"):
+        train_vae.train(dataclasses.replace(cfg, val_data=None, stream_overrides={"num_views": 2}))
 
 def losses(history, keys=("loss", "lr")):
     return {r["step"]: tuple(r[k] for k in keys) for r in history}
