@@ -52,7 +52,7 @@ from sigman.data.dataset import square_crop
 from sigman.data.synthetic import SyntheticConfig, SyntheticGenerator, camera_rig, sample_phenotype, sample_pose
 from sigman.data.uv_projection import project_to_uv
 from sigman.pose import SMPLXPose
-from sigman.render import Camera, intrinsics_from_fov, look_at
+from sigman.render import Camera, RasterSettings, gsplat_available, intrinsics_from_fov, look_at
 from sigman.uv import build_uv_template
 
 TRAIN_KEY = 0  # key family of batch(step, rank, i)
@@ -73,6 +73,7 @@ class StreamConfig:
     uv_resolution: Optional[int] = None  # R of uv_texture; None: the generator's uv_resolution
     bank_mix: int = 2  # bank shapes mixed into one body (1: the bank's shapes as they are)
     prefetch: bool = True  # batch(step) samples step + 1's random numbers on a background CPU thread
+    batched_render: bool = True  # CUDA: one gsplat call for all items (else one per item)
     # --- the condition photo (condition_size 0: no condition image) ---
     condition_size: int = 512  # Sc
     condition_render_size: int = 512  # the photo is rendered at this size, then cropped
@@ -297,9 +298,8 @@ class SyntheticStream:
         eyes = torch.cat(eyes, dim=1)  # [B, V + V', 3]
         viewmats = look_at(eyes.reshape(-1, 3)).view(b, v + vt, 4, 4)
         proj = self.projection_cameras
-        rigs = [Camera(torch.cat([viewmats[i], proj.viewmats]), self.K.expand(v + vt + len(proj), 3, 3), size, size)
-                for i in range(b)]
-        rgb, masks = gen.render_views(scene.gaussians, rigs)  # [B, C, S, S, 3], [B, C, S, S, 1]
+        all_views = torch.cat([viewmats, proj.viewmats.expand(b, -1, -1, -1)], dim=1)  # [B, C, 4, 4]
+        rgb, masks = self._render(scene.gaussians, all_views, self.K.expand(b, all_views.shape[1], 3, 3), size)
         rgb, masks = rgb.permute(0, 1, 4, 2, 3), masks.permute(0, 1, 4, 2, 3)  # [B, C, 3|1, S, S]
         texture, uv_mask = project_to_uv(self.uv_template, scene.posed_vertices, rgb[:, v + vt:], proj,
                                          masks[:, v + vt:], g.projection)
@@ -333,6 +333,31 @@ class SyntheticStream:
             batch["condition"] = self._condition(scene, yaw, s)
         return batch
 
+    def _render(self, gaussians, viewmats: Tensor, ks: Tensor, size: int,
+                background: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """Item ``i``'s Gaussians into its cameras ``viewmats [B, C, 4, 4]``, ``ks [B, C, 3, 3]``:
+        ``rgb [B, C, S, S, 3]`` in [0, 1], masks ``alpha > 0.5`` ``[B, C, S, S, 1]``. On CUDA with
+        ``batched_render`` one gsplat call renders every item; otherwise one call per item
+        (:meth:`SyntheticGenerator.render_views`). ``background``: ``[B, 1 | C, 3]`` or the generator's."""
+        b, c = viewmats.shape[:2]
+        gen = self.generator
+        if self.config.batched_render and self.device.type == "cuda" and gsplat_available():
+            from gsplat import rasterization
+
+            bg = (torch.tensor(gen.config.background, device=self.device).expand(b, c, 3) if background is None
+                  else background.expand(b, c, 3))
+            st = RasterSettings()
+            f32 = lambda t: t.float().contiguous()
+            rgb, alpha, _ = rasterization(
+                f32(gaussians.means), f32(gaussians.quats), f32(gaussians.scales), f32(gaussians.opacities),
+                f32(gaussians.colors), f32(viewmats), f32(ks), size, size, near_plane=st.near_plane,
+                far_plane=st.far_plane, radius_clip=st.radius_clip, eps2d=st.eps2d, packed=False,
+                rasterize_mode="classic", render_mode="RGB", backgrounds=f32(bg))
+            return rgb.clamp(0, 1), (alpha > 0.5).float()
+        cams = [Camera(viewmats[i], ks[i], size, size) for i in range(b)]
+        bg = None if background is None else background.expand(b, c, 3)
+        return gen.render_views(gaussians, cams, bg)
+
     # -- the condition photo --
 
     def _condition(self, scene, yaw: Tensor, s: dict) -> Tensor:
@@ -355,7 +380,7 @@ class SyntheticStream:
         colour = torch.tensor(np.asarray(s["background"], dtype=np.float32), device=dev)
         white = torch.tensor(g.background, device=dev, dtype=torch.float32).expand(b, 3)
         bg = torch.where(use_bg, colour, white)[:, None]  # [B, 1, 3]
-        rgb, mask = gen.render_views(scene.gaussians, [Camera(vm[i:i + 1], k[i:i + 1], size, size) for i in range(b)], bg)
+        rgb, mask = self._render(scene.gaussians, vm[:, None], k[:, None], size, bg)
         rgb, mask = rgb[:, 0].permute(0, 3, 1, 2), mask[:, 0].permute(0, 3, 1, 2)  # [B, 3, H, W], [B, 1, H, W]
 
         # a segmentation with errors
