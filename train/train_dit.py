@@ -229,11 +229,13 @@ class LatentPool:
         self.latents: Optional[Tensor] = None
         self.conditions: Optional[Tensor] = None
 
-    def _load(self, subjects: range) -> None:
+    def _load(self, subjects: range, upcoming: Optional[range] = None) -> None:
+        """Bring ``subjects`` in; ``upcoming``: the next call's, sampled ahead (one chunk only)."""
         from sigman.data.stream import POOL_KEY
 
         keys = [(POOL_KEY, self.rank, n) for n in subjects]
-        batches = (self.stream.items(keys[i:i + self.chunk]) for i in range(0, len(keys), self.chunk))
+        ahead = None if upcoming is None or len(keys) > self.chunk else [(POOL_KEY, self.rank, n) for n in upcoming]
+        batches = (self.stream.items(keys[i:i + self.chunk], next_keys=ahead) for i in range(0, len(keys), self.chunk))
         lat, cond = encode_batches(self.vae, batches)
         if self.latents is None:
             self.latents = lat.new_zeros(self.size, *lat.shape[1:])
@@ -251,7 +253,8 @@ class LatentPool:
         """Step ``step``'s new subjects."""
         if self.refresh_count > 0:
             start = self.size + step * self.refresh_count
-            self._load(range(start, start + self.refresh_count))
+            n = self.refresh_count
+            self._load(range(start, start + n), upcoming=range(start + n, start + 2 * n))
 
     def draw(self, step: int, batch_size: int, seed: int) -> Tensor:
         """Pool indices ``[batch_size]`` (CPU) of step ``step``."""

@@ -87,6 +87,11 @@ def main() -> None:
         for b in sizes:
             rate, cpu_share = timed_batches(stream, args.device, b, repeats)
             print(f"  batch {b:3d}: {rate:8.1f} subjects/s  (CPU sampling {100 * cpu_share:4.1f}% of it)", flush=True)
+        if cuda:
+            stream.config.batched_render = False
+            rate, _ = timed_batches(stream, args.device, sizes[-1], repeats)
+            print(f"  batch {sizes[-1]:3d}: {rate:8.1f} subjects/s with one gsplat call per item (batched_render off)",
+                  flush=True)
         del stream
 
     if args.skip_training:
