@@ -4,6 +4,10 @@
         --data data/synth --workspace runs/vae_demo --batch_size 8 --steps 50000 --shape-bank bank.npz
     # continue a stopped/killed run exactly where its last checkpoint left it:
     accelerate launch ... train/train_vae.py vae_demo --data data/synth --workspace runs/vae_demo --resume
+    # no stored data: new subjects generated on the device every step (sigman.data.stream), validated
+    # on a held-out folder (without --val_data: on fixed stream items)
+    accelerate launch ... train/train_vae.py vae_demo --stream --shape-bank bank.npz --val_data data/heldout \
+        --workspace runs/vae_stream --steps 4000 --time_limit 8
 
 One step, for a batch of items (all on the device, batched except the rasterizer call per item):
 
@@ -16,6 +20,12 @@ One step, for a batch of items (all on the device, batched except the rasterizer
    its backbone weights are on the machine), mask (alpha), KL (``kl_weight``, 1e-6), all pixel losses
    weighted ``face_weight`` x inside the projected head region, and an optional hinge patch-GAN loss
    from ``--disc_start``.
+
+With ``--stream`` a batch is ``SyntheticStream.batch(step, rank, batch_size)`` (a pure function of
+the seed, step and rank, so ``--resume`` is exact); it carries each item's body (``rest_vertices``,
+``rest_joints``), which the step uses instead of the phenotype lookup. ``--stream_overrides`` /
+``--synthetic_overrides`` (JSON) set :class:`~sigman.data.stream.StreamConfig` /
+:class:`~sigman.data.synthetic.SyntheticConfig` fields.
 
 The decoded Gaussians use the same template points, frames (``quat_from_normals`` of the default
 body) and point spacing (``footprints``) as :meth:`sigman.pipeline.SigmanPipeline.decode_gaussians`,
@@ -78,6 +88,10 @@ class VAETrainConfig:
     data: str = "data/synth"  # folder holding train.npy and val.npy (seed layout)
     shape_bank: Optional[str] = None  # ShapeBank .npz: body shapes without the anny package
     num_workers: int = 8
+    stream: bool = False  # generate subjects on the device every step (sigman.data.stream) instead of --data
+    val_data: Optional[str] = None  # a seed-layout folder whose val.npy validates (default: --data's; stream: fixed stream items)
+    stream_overrides: dict = field(default_factory=dict)  # StreamConfig fields
+    synthetic_overrides: dict = field(default_factory=dict)  # SyntheticConfig fields of the stream's generator
     # --- model ---
     vae: str = "demo"  # a name in VAE_CONFIGS
     vae_overrides: dict = field(default_factory=dict)
@@ -128,6 +142,8 @@ CONFIGS: dict[str, VAETrainConfig] = {
                            attention_head_dim=8, self_attention_layers=1, render_size=32),
         steps=4, batch_size=2, lr=1e-3, warmup_steps=1, mixed_precision="no", deterministic=True,
         workspace="runs/vae_tiny", log_every=1, val_every=4, val_items=1, ckpt_every=2, keep_checkpoints=2,
+        stream_overrides=dict(projection_views=4),
+        synthetic_overrides=dict(render_uv_resolution=32, projection=dict(zbuffer_size=32)),
     ),
 }
 
@@ -226,16 +242,24 @@ def _train(cfg: VAETrainConfig, resume: Optional[str], stop_at: Optional[int], b
     render_size = cfg.render_size or vae_cfg.render_size
     ds_kw = dict(image_size=render_size, num_input_views=vae_cfg.num_views, num_target_views=cfg.num_target_views,
                  condition_size=64, uv_resolution=vae_cfg.uv_size, seed=cfg.seed)
-    train_set = SeedDataset(DatasetConfig(index=data / "train.npy", training=True, **ds_kw))
-    sampler = StreamBatchSampler(len(train_set), cfg.batch_size, rank, world, cfg.seed)
+    train_set = sampler = None
+    if not cfg.stream:
+        train_set = SeedDataset(DatasetConfig(index=data / "train.npy", training=True, **ds_kw))
+        sampler = StreamBatchSampler(len(train_set), cfg.batch_size, rank, world, cfg.seed)
+    val_root = Path(cfg.val_data) if cfg.val_data else (None if cfg.stream else data)
+    if cfg.val_data and not (val_root / "val.npy").is_file():
+        raise SystemExit(f"--val_data {val_root}: no val.npy there (a seed-layout folder, e.g. from "
+                         "scripts/make_synthetic_data.py --val-fraction 1)")
     val_loader = None
-    if (data / "val.npy").is_file() and cfg.val_items > 0:
-        val_set = SeedDataset(DatasetConfig(index=data / "val.npy", training=False, **ds_kw))
+    if val_root is not None and (val_root / "val.npy").is_file() and cfg.val_items > 0:
+        val_set = SeedDataset(DatasetConfig(index=val_root / "val.npy", training=False, **ds_kw))
         keys = [(0, i) for i in range(min(cfg.val_items, len(val_set)))][rank::world]
         val_loader = DataLoader(Subset(EpochItems(val_set), keys), batch_size=cfg.batch_size,
                                 **loader_kwargs(min(cfg.num_workers, 2), device))
-    else:
-        logger.note_once("val", f"no {data / 'val.npy'} (or --val_items 0): validation is skipped")
+    elif cfg.val_items <= 0:
+        logger.note_once("val", "--val_items 0: validation is skipped")
+    elif val_root is not None:
+        logger.note_once("val", f"no {val_root / 'val.npy'}: validation is skipped")
 
     # --- body, template, models ---
     torch.manual_seed(cfg.seed)
@@ -248,6 +272,16 @@ def _train(cfg: VAETrainConfig, resume: Optional[str], stop_at: Optional[int], b
             raise SystemExit(f"--shape-bank serves anny body shapes; the '{body.name}' body has no shape bank")
         body.attach_shape_bank(ShapeBank.load(cfg.shape_bank))
     body = body.to(device)
+    stream = None
+    if cfg.stream:
+        from train.stream_data import make_stream, val_batches
+
+        stream = make_stream(body, device, cfg.seed, cfg.shape_bank, cfg.synthetic_overrides, cfg.stream_overrides,
+                             num_input_views=vae_cfg.num_views, input_size=vae_cfg.image_size,
+                             num_target_views=cfg.num_target_views, render_size=render_size,
+                             uv_resolution=vae_cfg.uv_size, condition_size=0)
+        if val_loader is None and val_root is None and cfg.val_items > 0:  # fixed stream items, the same every time
+            val_loader = val_batches(stream, cfg.val_items, cfg.batch_size, rank, world)
     template = build_uv_template(body, cfg.gaussian_uv_resolution)
     step_fn = GaussianDecoderStep(body, template, vae_cfg, render_size)
     model = SigmanVAE(vae_cfg).to(device)
@@ -287,9 +321,11 @@ def _train(cfg: VAETrainConfig, resume: Optional[str], stop_at: Optional[int], b
         model, disc, optimizer, d_optimizer = accelerator.prepare(model, disc, optimizer, d_optimizer)
     else:
         model, optimizer = accelerator.prepare(model, optimizer)
-    sampler.start_step = step
-    loader = DataLoader(EpochItems(train_set), batch_sampler=sampler, **loader_kwargs(cfg.num_workers, device))
-    batches = iter(loader)
+    if stream is None:
+        sampler.start_step = step
+        loader = DataLoader(EpochItems(train_set), batch_sampler=sampler, **loader_kwargs(cfg.num_workers, device))
+        batches = iter(loader)
+    epoch_at = sampler.epoch_at if sampler is not None else (lambda s: 0.0)
 
     def save(at: int) -> None:
         modules = {"model": accelerator.unwrap_model(model)}
@@ -303,14 +339,15 @@ def _train(cfg: VAETrainConfig, resume: Optional[str], stop_at: Optional[int], b
                              keep=cfg.keep_checkpoints, rank=rank, world_size=world, barrier=accelerator.wait_for_everyone)
 
     n_params = sum(p.numel() for p in model.parameters())
-    logger.print(f"VAE '{cfg.vae}' ({n_params / 1e6:.2f}M params), {len(train_set)} train items, batch {cfg.batch_size} "
+    source = "streamed subjects" if stream is not None else f"{len(train_set)} train items"
+    logger.print(f"VAE '{cfg.vae}' ({n_params / 1e6:.2f}M params), {source}, batch {cfg.batch_size} "
                  f"x {world} processes, {cfg.steps} steps, device {device}, mixed precision {accelerator.mixed_precision}")
     history: list[dict] = []
     meter = Throughput(device)
     deadline = Deadline(time_limit, accelerator)
     model.train()
     while step < cfg.steps:
-        batch = next(batches)
+        batch = stream.batch(step, rank, cfg.batch_size) if stream is not None else next(batches)
         phenotypes = batch["phenotype"]
         batch = to_device(batch, device)
         gen = step_generator(cfg.seed, step, rank, device)
@@ -345,7 +382,7 @@ def _train(cfg: VAETrainConfig, resume: Optional[str], stop_at: Optional[int], b
             values = accelerator.reduce(values, "mean").tolist()
             rate = meter.rate()
             record = {"loss": values[0], **dict(zip(parts, values[1:])), "lr": scheduler.get_last_lr()[0],
-                      "epoch": sampler.epoch_at(step), "samples_per_s": rate, "samples_per_s_total": rate * world}
+                      "epoch": epoch_at(step), "samples_per_s": rate, "samples_per_s_total": rate * world}
             if accelerator.is_main_process:
                 logger.scalars(step, record)
                 history.append({"step": step, **record})

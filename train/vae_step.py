@@ -86,8 +86,12 @@ class GaussianDecoderStep:
     def __call__(self, model: nn.Module, batch: dict, phenotypes: Tensor, sample_posterior: bool = True,
                  generator: Optional[torch.Generator] = None) -> dict[str, Tensor]:
         """Returns ``rgb [B, V', 3, S, S]``, ``alpha [B, V', 1, S, S]``, ``face [B, V', 1, S, S]``,
-        ``mean``, ``logvar``."""
-        rest_vertices, rest_joints = self.shapes.get(phenotypes)
+        ``mean``, ``logvar``. Body shapes: the batch's ``rest_vertices`` / ``rest_joints`` when it has
+        them (a streamed batch), else those of ``phenotypes [B, 6]`` (CPU)."""
+        if "rest_vertices" in batch:
+            rest_vertices, rest_joints = batch["rest_vertices"], batch["rest_joints"]
+        else:
+            rest_vertices, rest_joints = self.shapes.get(phenotypes)
         points = self.template.positions_for(rest_vertices)  # [B, N, 3]
         transforms, _ = self.body.pose_transforms(batch_pose(batch["pose"]), rest_joints)  # [B, J, 4, 4]
         attrs, mean, logvar = model(self.view_input(batch), batch["uv_texture"], self.template.texel_uv,

@@ -1,9 +1,10 @@
 """Data: the seed's per-item layout, a training dataset over it, UV projection of multi-view images,
-and a synthetic generator of clothed anny bodies.
+a synthetic generator of clothed anny bodies, and a stream of such subjects made on the device.
 
     from sigman.data import SyntheticGenerator, SyntheticConfig, SeedDataset, DatasetConfig
     SyntheticGenerator(SyntheticConfig(views=24), device="cuda").generate("data/synth", count=1000)
     ds = SeedDataset(DatasetConfig(index="data/synth/train.npy"))
+    batch = SyntheticStream(SyntheticConfig(shape_bank="bank.npz"), StreamConfig(), device="cuda").batch(step, rank, 8)
 """
 
 from sigman.data.layout import (
@@ -34,7 +35,7 @@ __all__ = [
     "Calibration", "ValidationReport", "load_calibration", "load_index", "load_item_pose", "load_uv_maps",
     "save_calibration", "save_index", "split_items", "validate_dataset", "validate_item", "write_split",
     "ProjectionConfig", "project_to_uv", "rasterize_depth",
-    "DatasetConfig", "SeedDataset", "SyntheticConfig", "SyntheticGenerator",
+    "DatasetConfig", "SeedDataset", "SyntheticConfig", "SyntheticGenerator", "StreamConfig", "SyntheticStream",
 ]
 
 
@@ -48,4 +49,8 @@ def __getattr__(name: str):
         from sigman.data import synthetic
 
         return getattr(synthetic, name)
+    if name in ("StreamConfig", "SyntheticStream"):
+        from sigman.data import stream
+
+        return getattr(stream, name)
     raise AttributeError(f"module 'sigman.data' has no attribute '{name}'")

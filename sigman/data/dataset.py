@@ -131,12 +131,25 @@ def condition_image(rgb: Tensor, mask: Tensor, size: int) -> Tensor:
     if not bool(fg.any()):
         return F.interpolate(rgb[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
     rows, cols = torch.nonzero(fg.any(1))[:, 0], torch.nonzero(fg.any(0))[:, 0]
-    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return square_crop(rgb, mask, (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1), size)
+
+
+def square_crop(rgb: Tensor, mask: Tensor, box: tuple[int, int, int, int], size: int, scale: float = 1.0,
+                shift: tuple[float, float] = (0.0, 0.0)) -> Tensor:
+    """The part of :func:`condition_image` after the bounding box ``box = (y0, y1, x0, x1)``: the box's
+    pixels composited on white (``rgb * mask + 1 - mask``) on a white square of side ``max(h, w) *
+    scale``, centred and then moved by ``shift = (dy, dx)`` square sides (what falls outside is cut),
+    resized to ``[3, size, size]``. ``scale=1, shift=(0, 0)`` is :func:`condition_image`'s crop."""
+    y0, y1, x0, x1 = box
     crop = rgb[:, y0:y1, x0:x1] * mask[:, y0:y1, x0:x1] + (1 - mask[:, y0:y1, x0:x1])
-    side = max(y1 - y0, x1 - x0)
-    square = torch.ones(3, side, side, dtype=rgb.dtype)
-    oy, ox = (side - (y1 - y0)) // 2, (side - (x1 - x0)) // 2
-    square[:, oy:oy + y1 - y0, ox:ox + x1 - x0] = crop
+    h, w = y1 - y0, x1 - x0
+    side = max(h, w) if scale == 1.0 else max(1, int(round(max(h, w) * scale)))
+    square = torch.ones(3, side, side, dtype=rgb.dtype, device=rgb.device)
+    oy = (side - h) // 2 + int(round(shift[0] * side))
+    ox = (side - w) // 2 + int(round(shift[1] * side))
+    sy0, sx0, sy1, sx1 = max(0, oy), max(0, ox), min(side, oy + h), min(side, ox + w)
+    if sy1 > sy0 and sx1 > sx0:
+        square[:, sy0:sy1, sx0:sx1] = crop[:, sy0 - oy:sy1 - oy, sx0 - ox:sx1 - ox]
     return F.interpolate(square[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
 
 

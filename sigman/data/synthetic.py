@@ -98,6 +98,16 @@ class SyntheticItem:
 
 
 @dataclass
+class PosedScene:
+    """Posed, centred bodies of a batch and their painted Gaussians (on the generator's device)."""
+
+    posed_vertices: Tensor  # [B, V, 3], each body's bounding-box centre at the origin
+    transforms: Tensor  # [B, J, 4, 4] skinning transforms (centring included)
+    centre: Tensor  # [B, 3] the shift that was subtracted
+    gaussians: Gaussians  # world-space, batched [B, N, ...]
+
+
+@dataclass
 class GenerationSummary:
     count: int
     seconds: float  # wall time of the whole run
@@ -232,30 +242,11 @@ class SyntheticGenerator:
     def make_batch(self, indices: Sequence[int], seed: int) -> list[SyntheticItem]:
         """Generate items ``indices`` of dataset ``seed`` (no file I/O)."""
         phenotypes, pose, appearance = self.sample(indices, seed)
-        b = len(indices)
-        shape = phenotypes.to(self.device)
-        rest_vertices, rest_joints = self.body.rest(shape)  # [B, V, 3], [B, J, 3]
-        rest_vertices, rest_joints = rest_vertices.float(), rest_joints.float()
-        transforms, _ = self.body.pose_transforms(pose.to(self.device), rest_joints)
-        transforms = transforms.float()
-        posed = lbs_points(rest_vertices, self.body.skin_weights, transforms)  # [B, V, 3]
-        centre = 0.5 * (posed.min(dim=1).values + posed.max(dim=1).values)  # [B, 3]
-        posed = posed - centre[:, None]
-        transforms = transforms.clone()
-        transforms[..., :3, 3] -= centre[:, None]
-        pose.transl = pose.transl - centre.cpu()
-
-        canonical = self._canonical_gaussians(rest_vertices, paint(self.features, appearance))
-        world = repose(canonical, transforms)  # [B, N, ...]
-        rgb, alpha = [], []
-        for i in range(b):
-            g = Gaussians(world.means[i], world.quats[i], world.scales[i], world.opacities[i], world.colors[i])
-            out = render(g, self.cameras, background=self.config.background)
-            rgb.append(out.rgb)
-            alpha.append(out.alpha)
-        rgb = torch.stack(rgb).clamp(0, 1)  # [B, C, H, W, 3]
-        masks = (torch.stack(alpha) > 0.5).float()  # [B, C, H, W, 1]
-        texture, uv_mask = project_to_uv(self.uv_template, posed, rgb.permute(0, 1, 4, 2, 3),
+        rest_vertices, rest_joints = self.body.rest(phenotypes.to(self.device))  # [B, V, 3], [B, J, 3]
+        scene = self.pose_and_paint(rest_vertices.float(), rest_joints.float(), pose, appearance)
+        pose.transl = pose.transl - scene.centre.cpu()
+        rgb, masks = self.render_views(scene.gaussians, [self.cameras] * len(indices))
+        texture, uv_mask = project_to_uv(self.uv_template, scene.posed_vertices, rgb.permute(0, 1, 4, 2, 3),
                                          self.cameras, masks.permute(0, 1, 4, 2, 3), self.config.projection)
         images = (rgb * 255 + 0.5).to(torch.uint8).cpu().numpy()
         mask_u8 = (masks[..., 0] * 255).to(torch.uint8).cpu().numpy()
@@ -263,6 +254,40 @@ class SyntheticGenerator:
         return [SyntheticItem(index=idx, images=images[i], masks=mask_u8[i], uv_texture=texture[i],
                               uv_mask=uv_mask[i], pose=pose.frame(i), phenotype=phenotypes[i])
                 for i, idx in enumerate(indices)]
+
+    # -- reusable pieces of a batch (also used by sigman.data.stream) --
+
+    def pose_and_paint(self, rest_vertices: Tensor, rest_joints: Tensor, pose: SMPLXPose,
+                       appearance: AppearanceParams) -> "PosedScene":
+        """Pose bodies ``rest_vertices [B, V, 3]`` / ``rest_joints [B, J, 3]`` (float32, on the device)
+        with ``pose`` (``B`` frames), centre each on its bounding box and paint its Gaussians.
+        ``pose`` itself is not changed: its ``transl`` minus ``centre`` is the centred pose."""
+        transforms, _ = self.body.pose_transforms(pose.to(self.device), rest_joints)
+        transforms = transforms.float()
+        posed = lbs_points(rest_vertices, self.body.skin_weights, transforms)  # [B, V, 3]
+        centre = 0.5 * (posed.min(dim=1).values + posed.max(dim=1).values)  # [B, 3]
+        posed = posed - centre[:, None]
+        transforms = transforms.clone()
+        transforms[..., :3, 3] -= centre[:, None]
+        canonical = self._canonical_gaussians(rest_vertices, paint(self.features, appearance))
+        return PosedScene(posed_vertices=posed, transforms=transforms, centre=centre,
+                          gaussians=repose(canonical, transforms))
+
+    def render_views(self, gaussians: Gaussians, cameras: Sequence[Camera],
+                     background: Optional[Union[Tensor, Sequence[float]]] = None) -> tuple[Tensor, Tensor]:
+        """Render batched Gaussians ``[B, N, ...]``, item ``i`` into ``cameras[i]`` (one rasterizer call
+        per item; every rig of the same view count and size): ``rgb [B, C, H, W, 3]`` clamped to
+        [0, 1] and masks ``alpha > 0.5`` ``[B, C, H, W, 1]``. ``background``: the config's, or RGB
+        ``[3]`` / per-view ``[B, C, 3]``."""
+        bg = self.config.background if background is None else background
+        rgb, alpha = [], []
+        for i, cams in enumerate(cameras):
+            g = Gaussians(gaussians.means[i], gaussians.quats[i], gaussians.scales[i], gaussians.opacities[i],
+                          gaussians.colors[i])
+            out = render(g, cams, background=bg[i] if torch.is_tensor(bg) and bg.dim() == 3 else bg)
+            rgb.append(out.rgb)
+            alpha.append(out.alpha)
+        return torch.stack(rgb).clamp(0, 1), (torch.stack(alpha) > 0.5).float()
 
     def _canonical_gaussians(self, rest_vertices: Tensor, colors: Tensor) -> Gaussians:
         """:func:`~sigman.gaussians.surface_gaussians` on each body shape ``rest_vertices [B, V, 3]``
