@@ -176,11 +176,21 @@ def test_eval_vae_end_to_end(data_dir, weights_dir, tmp_path, capsys):
 def test_eval_generation_end_to_end_with_grid(data_dir, weights_dir, tmp_path, capsys):
     script = load_script("eval_generation")
     out, grid = tmp_path / "gen.json", tmp_path / "pictures" / "comparison.png"
+    seeds = tmp_path / "pictures" / "seeds.png"
     argv = ["--data", str(data_dir), "--weights", str(weights_dir), "--split", "train", "--steps", "2",
-            "--sampler", "dpmpp", "--seed", "3", "--out", str(out), "--save-grid", str(grid), "--grid-views", "2"]
+            "--sampler", "dpmpp", "--seed", "3", "--out", str(out), "--save-grid", str(grid), "--grid-views", "2",
+            "--seeds", "2", "--seed-grid", str(seeds), "--region-min-pixels", "5"]
     assert script.main(argv) == 0
     data = check_result(out, 2)
     assert data["steps"] == 2 and data["sampler"] == "dpmpp" and data["grid"] == str(grid)
+    colour = data["region_colour"]
+    assert colour["num_items"] == 2 and 0 <= colour["pairs_within"] <= 1 and "skin" in colour["region_delta_e_mean"]
+    for row in data["items"]:
+        assert row["worst_region_delta_e"] == max(v["delta_e"] for v in row["region_delta_e"].values())
+        assert row["back_view"] not in (row["input_view"],) and row["back_seed_std"] >= 0
+    assert data["seed_diversity"]["seeds"] == [3, 4] and data["seed_diversity"]["back_seed_std_mean"] >= 0
+    with Image.open(seeds) as im:  # 2 rows: photo | true back | 2 seeds, 32 px cells, 4 px apart
+        assert im.size == (4 * 32 + 3 * 4, 2 * 32 + 4)
     assert all(len(row["views"]) == 3 and row["input_view"] not in row["views"] for row in data["items"])
     # rows: 2 items; columns: photo | 2 true views | 2 generated views; 32 px cells
     with Image.open(grid) as im:
@@ -280,3 +290,19 @@ def test_region_labels_line_up_with_a_generated_item(data_dir, anny_body, tmp_pa
             mean = rgb.permute(0, 2, 3, 1)[sel].mean(0)
             assert float(rg.delta_e76(rg.srgb_to_lab(mean), rg.srgb_to_lab(colour))) < 12, ap.REGION_NAMES[region]
     assert rg.SyntheticSource.find(tmp_path / "items" / "000001") is None  # real data: no synthetic_config.json
+
+
+def test_rich_people_datasets_record_their_kind_and_label_every_pixel(anny_body, tmp_path):
+    from dataclasses import replace
+
+    rich = replace(SYNTH, people="rich", views=2, batch_size=1)
+    SyntheticGenerator(rich, device="cpu", body=anny_body).generate(tmp_path, count=1, seed=4, val_fraction=0.0)
+    item = ev.load_item(tmp_path / "items" / "000000")
+    source = rg.SyntheticSource.find(item.root)
+    assert source.people == "rich" and source.seed == 4 and source.render_uv_resolution == 64
+    rgb, mask = ev.read_views(item, [0, 1])
+    labels = rg.RegionLabeller(anny_body).label_images(source, 0, item.phenotype, item.pose,
+                                                        ev.view_cameras(item, [0, 1], 64), mask)
+    assert float((labels[mask[:, 0] > 0.5] >= 0).float().mean()) > 0.97
+    basic = rg.RegionLabeller(anny_body).texel_labels(replace(source, people="basic"), 0, item.phenotype)
+    assert not torch.equal(basic, rg.RegionLabeller(anny_body).texel_labels(source, 0, item.phenotype))
