@@ -422,7 +422,8 @@ def _rich_one(seed: int, phenotype: Sequence[float], d: dict[str, object]) -> di
         mark, aspect = _mark_bitmap(rng)
         where = rng.choice(3, p=[0.6, 0.15, 0.25])  # front only, back only, both
         d.update(mark=mark, mark_aspect=aspect, mark_front=float(where != 1), mark_back=float(where != 0),
-                 mark_colour=_garment_colour(rng), mark_height=rng.uniform(0.04, 0.09) if aspect > 2 else rng.uniform(0.06, 0.13),
+                 mark_colour=_garment_colour(rng),
+                 mark_height=rng.uniform(0.04, 0.09) if aspect > 2 else rng.uniform(0.06, 0.13),
                  mark_y=rng.uniform(0.55, 0.78))
         d["mark_height"] = min(d["mark_height"], 0.3 / aspect)  # at most 30 cm wide
 
