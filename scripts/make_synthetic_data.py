@@ -45,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--shape-bank", type=str, default=None,
                    help="a ShapeBank .npz (sigman.body.shape_bank): body shapes without the anny package")
+    p.add_argument("--people", choices=["basic", "rich"], default="basic",
+                   help="appearance sampler: 'basic' (the original look) or 'rich' (layered garments, dresses, "
+                        "prints and text, hair styles, shoes, skin tones, baked light)")
     return p.parse_args(argv)
 
 
@@ -55,7 +58,7 @@ def main(argv=None) -> None:
         views=args.views, image_size=args.size, uv_resolution=args.uv_res,
         render_uv_resolution=args.render_uv_res or max(args.uv_res, 256), elevations_deg=tuple(args.elevations),
         radius=args.radius, batch_size=args.batch_size, writer_threads=args.writer_threads,
-        shape_bank=args.shape_bank,
+        shape_bank=args.shape_bank, people=args.people,
     )
     try:  # anny loads warp, which announces itself on stdout; keep the progress bar clean
         import warp

@@ -213,9 +213,11 @@ def test_script_as_a_process_prints_one_line(tmp_path):
     ("render_body", ["--pose", "moonwalk"], "unknown pose preset 'moonwalk'"),
     ("make_synthetic_data", ["--out", "x", "--count", "0"], "--count: must be from 1"),
     ("make_synthetic_data", ["--out", "x", "--val-fraction", "2"], "--val-fraction: must be a number from 0 to 1"),
+    ("make_synthetic_data", ["--out", "x", "--people", "fancy"], "argument --people: invalid choice"),
     ("eval_vae", ["--data", "x", "--limit", "-1"], "--limit: must be from 0"),
     ("eval_generation", ["--data", "x", "--steps", "0"], "--steps: must be from 1 to 200"),
     ("eval_generation", ["--data", "x", "--guidance", "inf"], "--guidance: must be a number from 0 to 20"),
+    ("eval_generation", ["--data", "x", "--seeds", "0"], "--seeds: must be from 1 to 16"),
 ])
 def test_other_scripts_answer_bad_arguments_in_one_line(capsys, tmp_path, monkeypatch, script, argv, needle):
     monkeypatch.chdir(tmp_path)

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from sigman import evaluation as ev
-from sigman.data.synthetic import SyntheticConfig, SyntheticGenerator
+from sigman.data.synthetic import SyntheticConfig, SyntheticGenerator, item_seed
 from sigman.data.uv_projection import ProjectionConfig
 from sigman.gaussians import repose, surface_gaussians
 from sigman.pipeline import PipelineConfig, SigmanPipeline
@@ -176,11 +176,21 @@ def test_eval_vae_end_to_end(data_dir, weights_dir, tmp_path, capsys):
 def test_eval_generation_end_to_end_with_grid(data_dir, weights_dir, tmp_path, capsys):
     script = load_script("eval_generation")
     out, grid = tmp_path / "gen.json", tmp_path / "pictures" / "comparison.png"
+    seeds = tmp_path / "pictures" / "seeds.png"
     argv = ["--data", str(data_dir), "--weights", str(weights_dir), "--split", "train", "--steps", "2",
-            "--sampler", "dpmpp", "--seed", "3", "--out", str(out), "--save-grid", str(grid), "--grid-views", "2"]
+            "--sampler", "dpmpp", "--seed", "3", "--out", str(out), "--save-grid", str(grid), "--grid-views", "2",
+            "--seeds", "2", "--seed-grid", str(seeds), "--region-min-pixels", "5"]
     assert script.main(argv) == 0
     data = check_result(out, 2)
     assert data["steps"] == 2 and data["sampler"] == "dpmpp" and data["grid"] == str(grid)
+    colour = data["region_colour"]
+    assert colour["num_items"] == 2 and 0 <= colour["pairs_within"] <= 1 and "skin" in colour["region_delta_e_mean"]
+    for row in data["items"]:
+        assert row["worst_region_delta_e"] == max(v["delta_e"] for v in row["region_delta_e"].values())
+        assert row["back_view"] not in (row["input_view"],) and row["back_seed_std"] >= 0
+    assert data["seed_diversity"]["seeds"] == [3, 4] and data["seed_diversity"]["back_seed_std_mean"] >= 0
+    with Image.open(seeds) as im:  # 2 rows: photo | true back | 2 seeds, 32 px cells, 4 px apart
+        assert im.size == (4 * 32 + 3 * 4, 2 * 32 + 4)
     assert all(len(row["views"]) == 3 and row["input_view"] not in row["views"] for row in data["items"])
     # rows: 2 items; columns: photo | 2 true views | 2 generated views; 32 px cells
     with Image.open(grid) as im:
@@ -209,3 +219,90 @@ def test_comparison_grid_layout():
     assert ev.comparison_grid(rows, 20).shape[0] == 2 * 20 + ev.GRID_GAP
     with pytest.raises(ValueError):
         ev.comparison_grid([rows[0], (rows[1][0], rows[1][1][:2], rows[1][2][:2])], 20)
+
+
+# --- garment colour and seed diversity (sigman/region_eval.py) ----------------------------------------
+
+from sigman import region_eval as rg  # noqa: E402
+from sigman.data import appearance as ap  # noqa: E402
+
+
+def test_lab_conversion_matches_published_values_and_skimage():
+    rgb = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 1.0], [0.5, 0.5, 0.5], [0.0, 0.0, 0.0]])
+    published = torch.tensor([[53.24, 80.09, 67.20], [87.73, -86.18, 83.18], [32.30, 79.19, -107.86],
+                              [100.0, 0.0, 0.0], [53.39, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    assert torch.allclose(rg.srgb_to_lab(rgb), published, atol=0.02)
+    skimage_color = pytest.importorskip("skimage.color")
+    colours = torch.rand(500, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    colours[:20] *= 0.02  # the linear segment near black
+    ref = torch.from_numpy(skimage_color.rgb2lab(colours.numpy()[None])[0])
+    assert torch.allclose(rg.srgb_to_lab(colours), ref, atol=1e-3)
+
+
+def test_region_delta_e_on_a_constructed_pair():
+    truth = torch.ones(2, 3, 8, 8)  # white ...
+    truth[:, :, :4] = 0.5  # ... over mid grey
+    labels = torch.full((2, 8, 8), -1, dtype=torch.long)
+    labels[:, :4] = ap.TOP
+    labels[:, 4:, :4] = ap.BOTTOMS_REGION
+    labels[:, 4:, 4:5] = ap.SHOES  # 8 pixels: under the minimum
+    generated = truth.clone()
+    generated[:, :, 4:] = 0.5  # the white bottoms come out grey
+    out = rg.region_delta_e(truth, generated, labels, min_pixels=10)
+    assert sorted(out) == ["bottoms", "top"]
+    assert out["top"]["delta_e"] == pytest.approx(0.0, abs=1e-9) and out["top"]["pixels"] == 64
+    assert out["bottoms"]["delta_e"] == pytest.approx(100.0 - 53.39, abs=0.02) and out["bottoms"]["pixels"] == 32
+    summary = rg.summarise_region_errors([out, {"top": {"delta_e": 4.0}}, {}])
+    assert summary["num_items"] == 2 and summary["items_all_regions_within"] == 0.5
+    assert summary["pairs_within"] == pytest.approx(2 / 3) and summary["region_count"] == {"top": 2, "bottoms": 1}
+    with pytest.raises(ValueError):
+        rg.region_delta_e(truth, generated[:1], labels)
+
+
+def test_back_view_and_seed_std():
+    from sigman.data.synthetic import camera_rig
+
+    rig = camera_rig(12, 32, (0.0, 30.0), 2.5, 0.8)  # two rings of 6, view 0 at the front
+    assert rg.back_view(rig.viewmats, 0) == 3 and rg.back_view(rig.viewmats, 1) == 4
+    assert rg.back_view(rig.viewmats, 7) == 10  # the same ring
+    images = torch.stack([torch.zeros(3, 4, 4), torch.ones(3, 4, 4)])
+    mask = torch.zeros(1, 4, 4)
+    mask[:, :2] = 1
+    images[1, :, 2:] = 0  # no spread outside the mask's rows
+    assert rg.seed_std(images, mask) == pytest.approx(0.5)
+    assert rg.seed_std(torch.stack([images[0]] * 3), mask) == 0.0
+
+
+def test_region_labels_line_up_with_a_generated_item(data_dir, anny_body, tmp_path):
+    item = ev.load_item(data_dir / "items" / "000001")
+    source = rg.SyntheticSource.find(item.root)
+    assert source is not None and source.seed == 7 and source.people == "basic"
+    views = list(range(item.num_views))
+    rgb, mask = ev.read_views(item, views)
+    labels = rg.RegionLabeller(anny_body).label_images(source, 1, item.phenotype, item.pose,
+                                                        ev.view_cameras(item, views, 64), mask)
+    inside = mask[:, 0] > 0.5
+    assert float((labels[inside] >= 0).float().mean()) > 0.97 and bool((labels[~inside] == -1).all())
+    look = ap.sample_appearance([item_seed(7, 1, 1)], item.phenotype[None])
+    for region, colour in ((ap.SHOES, look.shoes[0]), (ap.SKIN, look.skin[0])):
+        sel = labels == region
+        if int(sel.sum()) >= 20:  # the painted colour, up to folds, fabric noise and edges
+            mean = rgb.permute(0, 2, 3, 1)[sel].mean(0)
+            assert float(rg.delta_e76(rg.srgb_to_lab(mean), rg.srgb_to_lab(colour))) < 12, ap.REGION_NAMES[region]
+    assert rg.SyntheticSource.find(tmp_path / "items" / "000001") is None  # real data: no synthetic_config.json
+
+
+def test_rich_people_datasets_record_their_kind_and_label_every_pixel(anny_body, tmp_path):
+    from dataclasses import replace
+
+    rich = replace(SYNTH, people="rich", views=2, batch_size=1)
+    SyntheticGenerator(rich, device="cpu", body=anny_body).generate(tmp_path, count=1, seed=4, val_fraction=0.0)
+    item = ev.load_item(tmp_path / "items" / "000000")
+    source = rg.SyntheticSource.find(item.root)
+    assert source.people == "rich" and source.seed == 4 and source.render_uv_resolution == 64
+    rgb, mask = ev.read_views(item, [0, 1])
+    labels = rg.RegionLabeller(anny_body).label_images(source, 0, item.phenotype, item.pose,
+                                                        ev.view_cameras(item, [0, 1], 64), mask)
+    assert float((labels[mask[:, 0] > 0.5] >= 0).float().mean()) > 0.97
+    basic = rg.RegionLabeller(anny_body).texel_labels(replace(source, people="basic"), 0, item.phenotype)
+    assert not torch.equal(basic, rg.RegionLabeller(anny_body).texel_labels(source, 0, item.phenotype))

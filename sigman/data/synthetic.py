@@ -7,7 +7,8 @@ batch size or device order):
 - a pose: a preset (:mod:`sigman.presets`) with every body and hand joint perturbed by a random
   rotation, and a random global yaw; the body is then translated so its bounding-box centre sits at
   the world origin (the saved pose's ``transl`` includes that shift);
-- an appearance: :mod:`sigman.data.appearance` paints the texels of a UV template;
+- an appearance: :mod:`sigman.data.appearance` paints the texels of a UV template (``people``:
+  ``"basic"`` or ``"rich"``; rich people also get a baked light on their posed normals);
 - Gaussians: one flat Gaussian per texel on this body shape (footprints scaled with the local surface
   stretch), posed by linear blend skinning, rendered by :func:`sigman.render.render` into a fixed
   rig of calibrated cameras looking at the origin (rings of views at a few elevations);
@@ -39,7 +40,9 @@ from torch import Tensor
 from sigman.body import load_body_model
 from sigman.body.base import BodyModel
 from sigman.data import layout
-from sigman.data.appearance import AppearanceParams, TexelFeatures, paint, sample_appearance
+from sigman.data.appearance import (
+    PEOPLE, AppearanceParams, TexelFeatures, normals_from_quats, paint, sample_appearance, shade,
+)
 from sigman.data.uv_projection import ProjectionConfig, project_to_uv
 from sigman.gaussians import Gaussians, quat_from_normals, repose, surface_gaussians
 from sigman.lbs import lbs_points
@@ -79,6 +82,11 @@ class SyntheticConfig:
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     shape_bank: Optional[str] = None  # a ShapeBank .npz: draw body shapes from it (no anny needed)
+    people: str = "basic"  # appearance sampler: "basic" (the original look) or "rich" (sigman.data.appearance)
+
+    def __post_init__(self) -> None:
+        if self.people not in PEOPLE:
+            raise ValueError(f"people must be one of {PEOPLE}, got {self.people!r}")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -235,7 +243,7 @@ class SyntheticGenerator:
             poses.append(sample_pose(rng, self.library, self.config))
         phenotypes = torch.from_numpy(np.stack(phenotypes))
         pose = SMPLXPose.from_full_pose(torch.stack(poses))
-        appearance = sample_appearance([item_seed(seed, i, 1) for i in indices], phenotypes)
+        appearance = sample_appearance([item_seed(seed, i, 1) for i in indices], phenotypes, self.config.people)
         return phenotypes, pose, appearance
 
     @torch.no_grad()
@@ -270,8 +278,9 @@ class SyntheticGenerator:
         transforms = transforms.clone()
         transforms[..., :3, 3] -= centre[:, None]
         canonical = self._canonical_gaussians(rest_vertices, paint(self.features, appearance))
-        return PosedScene(posed_vertices=posed, transforms=transforms, centre=centre,
-                          gaussians=repose(canonical, transforms))
+        world = repose(canonical, transforms)  # [B, N, ...]
+        world = world.with_(colors=shade(world.colors, normals_from_quats(world.quats), appearance))
+        return PosedScene(posed_vertices=posed, transforms=transforms, centre=centre, gaussians=world)
 
     def render_views(self, gaussians: Gaussians, cameras: Sequence[Camera],
                      background: Optional[Union[Tensor, Sequence[float]]] = None) -> tuple[Tensor, Tensor]:
