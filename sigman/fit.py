@@ -59,11 +59,13 @@ from torch import Tensor
 
 from sigman.body.base import BodyModel
 from sigman.body.markers import BodyMarkers, body_markers
+from sigman.fit_kinematics import FitKinematics
 from sigman.lbs import lbs_points
 from sigman.observation import BLAZEPOSE_LANDMARKS, PersonObservation
 from sigman.paths import cache_dir
 from sigman.pose import SMPLX_JOINT_NAMES, SMPLXPose
 from sigman.render.cameras import Camera
+from sigman.world_landmarks import debiased_world_landmarks
 
 # World -> camera rotation of every fitted camera: on the +Z side looking along -Z, +Y up
 # (OpenCV axes: camera x = world x, camera y = -world y, camera z = -world z).
@@ -97,7 +99,7 @@ class FitConfig:
     min_visibility: float = 0.2  # landmarks below this are ignored
     # weights
     w_2d: float = 1.0
-    w_world: float = 0.05
+    w_world: float = 0.5
     w_silhouette: float = 0.3
     w_pose_prior: float = 2.0
     w_limits: float = 30.0
@@ -106,7 +108,9 @@ class FitConfig:
     w_temporal: float = 20.0
     w_warm: float = 0.1  # pull towards the warm-start pose (video)
     w_upright: float = 10.0  # the body's up axis towards the world's (1 - cos of the tilt)
-    world_depth_weight: float = 0.25  # MediaPipe's world depths are the least reliable axis
+    world_depth_weight: float = 1.0  # relative weight of the world landmarks' depth axis
+    world_debias: bool = True  # remove their measured depth bias (sigman.world_landmarks)
+    world_scale_free: bool = True  # compare the world landmarks' shape, not their size (see _world_term)
     face_weight: float = 0.3  # landmark weights relative to the body's
     hand_weight: float = 0.3
     foot_weight: float = 0.6
@@ -274,7 +278,7 @@ def joint_limit_penalty(body_pose: Tensor) -> Tensor:
     """Hinge limits, ``body_pose [T, 21, 3]`` -> ``[T]``: knees flex about +X only, the left elbow
     about -Y and the right about +Y (SMPL-X's T-pose frames); sideways bending costs more."""
     relu = torch.nn.functional.relu
-    knees = body_pose[:, [_BODY_INDEX["left_knee"], _BODY_INDEX["right_knee"]]]
+    knees = torch.stack([body_pose[:, _BODY_INDEX["left_knee"]], body_pose[:, _BODY_INDEX["right_knee"]]], 1)
     le, re = body_pose[:, _BODY_INDEX["left_elbow"]], body_pose[:, _BODY_INDEX["right_elbow"]]
     return (relu(-knees[..., 0]).square().sum(-1) + 0.5 * knees[..., 1:].square().sum((-1, -2))
             + relu(le[:, 1]).square() + relu(-re[:, 1]).square()
@@ -295,6 +299,8 @@ class _Targets:
     world_weights: Tensor  # [T, 33]
     scale: Tensor  # [T] person height in px
     size: tuple[int, int]  # (W, H)
+    centre: Tensor  # [2] the principal point (px)
+    grid_scale: Tensor  # [2] px -> grid_sample's [0, 2] (2 / (W, H))
     outside: Optional[Tensor] = None  # [T, 1, h, w] distance (in units of scale) to the mask
     mask_points: Optional[Tensor] = None  # [T, M, 2] px, mask pixel samples
     mask_valid: Optional[Tensor] = None  # [T, M] bool
@@ -327,7 +333,8 @@ def _targets(observations: Sequence[PersonObservation], config: FitConfig, devic
         vis = torch.where(finite, vis, torch.zeros_like(vis))
         lm.append(torch.nan_to_num(pts))
         wt.append(vis * lw)
-        wl = torch.from_numpy(np.asarray(o.world_landmarks, np.float32))
+        wl = np.asarray(o.world_landmarks, np.float32)
+        wl = torch.from_numpy(debiased_world_landmarks(wl) if config.world_debias else wl)
         ok = torch.isfinite(wl).all(-1) & (wl.abs().sum(-1) > 0)
         world.append(torch.nan_to_num(wl))
         wwt.append(torch.where(ok, vis, torch.zeros_like(vis)) * lw)
@@ -341,8 +348,10 @@ def _targets(observations: Sequence[PersonObservation], config: FitConfig, devic
             x0, y0, x1, y1 = o.person_box
             ext = float(max(y1 - y0, 1))
         scale.append(max(ext, 8.0))
+    w, h = size
     t = _Targets(torch.stack(lm).to(device), torch.stack(wt).to(device), torch.stack(world).to(device),
-                 torch.stack(wwt).to(device), torch.tensor(scale, device=device), size)
+                 torch.stack(wwt).to(device), torch.tensor(scale, device=device), size,
+                 torch.tensor([w / 2, h / 2], device=device), torch.tensor([2.0 / w, 2.0 / h], device=device))
     if silhouette:
         _add_silhouette_targets(t, observations, config, device)
     return t
@@ -456,7 +465,8 @@ def default_focal(size: tuple[int, int], fovy_deg: float) -> float:
 
 @dataclass
 class _Model:
-    """Everything fixed for one body: markers, shape basis, silhouette points, prior tensors."""
+    """Everything fixed for one body: markers, shape basis, silhouette points, prior tensors, all
+    on the fit's device (a step copies nothing from the host)."""
 
     body: BodyModel
     markers: BodyMarkers
@@ -465,6 +475,9 @@ class _Model:
     surface_weights: Tensor  # [P, J]
     neutral: Tensor  # [21, 3]
     prior_weights: Tensor  # [21]
+    kinematics: FitKinematics
+    camera_rotation: Tensor  # [3, 3] CAMERA_ROTATION on the device
+    point_weights: Tensor  # [33 + P, J] skinning weights of the markers, then the surface points
 
 
 _MODEL_CACHE_ATTR = "_sigman_fit_model"
@@ -473,18 +486,22 @@ _MODEL_CACHE_ATTR = "_sigman_fit_model"
 def _model(body: BodyModel, config: FitConfig, basis: Optional[ShapeBasis] = None) -> _Model:
     """Fit assets of ``body`` (kept on the body object, keyed by what they depend on)."""
     key = (config.fit_shape, tuple(config.anny_shape_labels), config.smplx_num_betas,
-           config.silhouette_points, str(body.rest_vertices.device), id(basis))
+           config.silhouette_points, str(body.rest_vertices.device))
     cached = getattr(body, _MODEL_CACHE_ATTR, None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
+    if cached is not None and cached[0] == key and cached[1] is basis:
+        return cached[2]
     device = body.rest_vertices.device
+    given = basis
     basis = build_shape_basis(body, config) if basis is None else basis.to(device)
     v = body.num_vertices
     p = min(config.silhouette_points, v)
     surface = torch.linspace(0, v - 1, p, device=device).round().long()
-    model = _Model(body, body_markers(body), basis, surface, body.skin_weights[surface],
-                   neutral_body_pose().to(device), _prior_weights().to(device))
-    object.__setattr__(body, _MODEL_CACHE_ATTR, (key, model))
+    markers = body_markers(body)
+    surface_weights = body.skin_weights[surface]
+    model = _Model(body, markers, basis, surface, surface_weights, neutral_body_pose().to(device),
+                   _prior_weights().to(device), FitKinematics(body), CAMERA_ROTATION.to(device),
+                   torch.cat([markers.weights.to(surface_weights), surface_weights]))
+    object.__setattr__(body, _MODEL_CACHE_ATTR, (key, given, model))
     return model
 
 
@@ -534,33 +551,30 @@ def _evaluate(model: _Model, params: _Params, t: _Targets, config: FitConfig, si
     frames = params.orient.shape[0]
     body = model.body
     rest_v, rest_j = model.basis.rest(params.coords)  # [1, V, 3], [1, J, 3]
-    pose = _pose_of(params, frames)
-    transforms, joints = body.pose_transforms(pose, rest_j.expand(frames, -1, -1))
-    canon = model.markers.canonical(rest_v, rest_j)
-    markers = model.markers.posed(canon, transforms)  # [T, 33, 3] world
-    r = CAMERA_ROTATION.to(markers)
+    transforms, joints = model.kinematics(params.orient, params.body_pose, rest_j.expand(frames, -1, -1))
+    canon = model.markers.canonical(rest_v, rest_j)  # [1, 33, 3]
+    use_silhouette = silhouette and t.outside is not None
+    if use_silhouette:  # markers and surface points skinned and projected together
+        canon = torch.cat([canon, rest_v[:, model.surface]], dim=1)
+    weights = model.point_weights[: canon.shape[1]]
+    points = lbs_points(canon.expand(frames, -1, -1), weights, transforms)  # [T, 33 (+ P), 3] world
     trans = params.cam_translation()  # [T, 3]
-    cam = markers @ r.T + trans[:, None]
+    cam_all = points @ model.camera_rotation.T + trans[:, None]
     f = params.log_focal.exp()
-    w, h = t.size
-    z = cam[..., 2:].clamp_min(0.05)
-    proj = f * cam[..., :2] / z + torch.tensor([w / 2, h / 2], device=cam.device)
+    proj_all = f * cam_all[..., :2] / cam_all[..., 2:].clamp_min(0.05) + t.centre
+    proj, cam = proj_all[:, :NUM_MARKERS], cam_all[:, :NUM_MARKERS]
     terms: dict[str, Tensor] = {}
     err = (proj - t.landmarks) / (0.02 * t.scale[:, None, None])
     wsum = t.weights.sum(-1).clamp_min(1e-6)
     terms["2d"] = config.w_2d * (_gmof(err.square().sum(-1), config.robust_sigma) * t.weights).sum(-1) / wsum
     hips = 0.5 * (cam[:, _MARK["left_hip"]] + cam[:, _MARK["right_hip"]])
     centred = cam - hips[:, None]
-    werr = (centred - t.world) / 0.05
-    axes = torch.tensor([1.0, 1.0, config.world_depth_weight], device=werr.device)
-    terms["world"] = config.w_world * ((werr.square() * axes).sum(-1) * t.world_weights).sum(-1) / t.world_weights.sum(-1).clamp_min(1e-6)
+    terms["world"] = config.w_world * _world_term(centred, t, config)
     up = roma.rotvec_to_rotmat(params.orient)[:, 1, 1]  # world y of the body's up axis
     terms["upright"] = config.w_upright * (1 - up)
-    if silhouette and t.outside is not None:
-        surf = lbs_points(rest_v[:, model.surface].expand(frames, -1, -1), model.surface_weights, transforms)
-        sc = surf @ r.T + trans[:, None]
-        sp = f * sc[..., :2] / sc[..., 2:].clamp_min(0.05) + torch.tensor([w / 2, h / 2], device=sc.device)
-        grid = torch.stack([sp[..., 0] / w * 2 - 1, sp[..., 1] / h * 2 - 1], -1)[:, None]  # [T, 1, P, 2]
+    if use_silhouette:
+        sp = proj_all[:, NUM_MARKERS:]  # [T, P, 2]
+        grid = (sp * t.grid_scale - 1)[:, None]  # [T, 1, P, 2] in [-1, 1]
         out = torch.nn.functional.grid_sample(t.outside, grid, align_corners=False)[:, 0, 0]  # [T, P]
         inside_term = (out / 0.02).square().mean(-1)
         d = torch.cdist(t.mask_points, sp).min(dim=-1).values / (0.02 * t.scale[:, None])  # [T, M]
@@ -586,6 +600,34 @@ def _evaluate(model: _Model, params: _Params, t: _Targets, config: FitConfig, si
     total = sum(v.sum() if not sequence else v.mean() for v in terms.values())
     return total, terms, {"proj": proj, "cam": centred, "joints": joints, "transforms": transforms,
                           "rest_v": rest_v}
+
+
+NUM_MARKERS = len(BLAZEPOSE_LANDMARKS)
+
+
+def world_scale(centred: Tensor, world: Tensor, weights: Tensor) -> Tensor:
+    """Least-squares scale ``[T]`` that takes the world landmarks ``[T, 33, 3]`` onto the body's
+    hip-centred markers ``[T, 33, 3]`` (no gradient; clamped to [0.6, 1.6])."""
+    with torch.no_grad():
+        num = ((centred * world).sum(-1) * weights).sum(-1)
+        den = (world.square().sum(-1) * weights).sum(-1).clamp_min(1e-9)
+        return (num / den).clamp(0.6, 1.6)
+
+
+def _world_term(centred: Tensor, t: _Targets, config: FitConfig) -> Tensor:
+    """Visibility-weighted squared distance ``[T]`` (units of 5 cm) of the hip-centred markers to
+    the world landmarks, the depth axis weighted by ``config.world_depth_weight``.
+
+    With ``world_scale_free`` the landmarks are first scaled to the body's size: MediaPipe's world
+    landmarks have about one size whatever the person's (measured on the project's renders of
+    bodies 1.3 to 2.3 m tall: their extent is 1.66 m +- 4%), so their size would pull every fit
+    to an average height, against the proportions the image shows."""
+    target = t.world
+    if config.world_scale_free:
+        target = target * world_scale(centred, t.world, t.world_weights)[:, None, None]
+    werr = (centred - target) / 0.05
+    sq = werr[..., :2].square().sum(-1) + config.world_depth_weight * werr[..., 2].square()
+    return (sq * t.world_weights).sum(-1) / t.world_weights.sum(-1).clamp_min(1e-6)
 
 
 def _initial_translation(model: _Model, params: _Params, t: _Targets,
