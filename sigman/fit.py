@@ -65,7 +65,6 @@ from sigman.observation import BLAZEPOSE_LANDMARKS, PersonObservation
 from sigman.paths import cache_dir
 from sigman.pose import SMPLX_JOINT_NAMES, SMPLXPose
 from sigman.render.cameras import Camera
-from sigman.world_landmarks import debiased_world_landmarks
 
 # World -> camera rotation of every fitted camera: on the +Z side looking along -Z, +Y up
 # (OpenCV axes: camera x = world x, camera y = -world y, camera z = -world z).
@@ -109,7 +108,6 @@ class FitConfig:
     w_warm: float = 0.1  # pull towards the warm-start pose (video)
     w_upright: float = 10.0  # the body's up axis towards the world's (1 - cos of the tilt)
     world_depth_weight: float = 1.0  # relative weight of the world landmarks' depth axis
-    world_debias: bool = True  # remove their measured depth bias (sigman.world_landmarks)
     world_scale_free: bool = True  # compare the world landmarks' shape, not their size (see _world_term)
     face_weight: float = 0.3  # landmark weights relative to the body's
     hand_weight: float = 0.3
@@ -333,8 +331,7 @@ def _targets(observations: Sequence[PersonObservation], config: FitConfig, devic
         vis = torch.where(finite, vis, torch.zeros_like(vis))
         lm.append(torch.nan_to_num(pts))
         wt.append(vis * lw)
-        wl = np.asarray(o.world_landmarks, np.float32)
-        wl = torch.from_numpy(debiased_world_landmarks(wl) if config.world_debias else wl)
+        wl = torch.from_numpy(np.asarray(o.world_landmarks, np.float32))
         ok = torch.isfinite(wl).all(-1) & (wl.abs().sum(-1) > 0)
         world.append(torch.nan_to_num(wl))
         wwt.append(torch.where(ok, vis, torch.zeros_like(vis)) * lw)

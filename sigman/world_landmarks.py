@@ -10,7 +10,10 @@ so about half of the depth error is this bias). It is measured in the world land
 (about one size for every person) and removed in proportion to how much the torso faces the camera
 (the side views of the same set show a bias a third as large, not removed).
 
-    world = debiased_world_landmarks(observation.world_landmarks)   # [33, 3] metres, camera axes
+    world = debiased_world_landmarks(raw_world)   # [33, 3] metres, camera axes
+
+:mod:`sigman.person` applies it to what MediaPipe returns (``PersonConfig(debias_world=False)``: as
+it comes); synthetic observations (:mod:`sigman.synthetic_observation`) are exact and need none.
 """
 
 from __future__ import annotations
