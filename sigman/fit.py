@@ -272,15 +272,26 @@ def _prior_weights() -> Tensor:
     return torch.tensor([w.get(n, 0.15) for n in SMPLX_JOINT_NAMES[1:22]])
 
 
-def joint_limit_penalty(body_pose: Tensor) -> Tensor:
-    """Hinge limits, ``body_pose [T, 21, 3]`` -> ``[T]``: knees flex about +X only, the left elbow
-    about -Y and the right about +Y (SMPL-X's T-pose frames); sideways bending costs more."""
-    relu = torch.nn.functional.relu
-    knees = torch.stack([body_pose[:, _BODY_INDEX["left_knee"]], body_pose[:, _BODY_INDEX["right_knee"]]], 1)
-    le, re = body_pose[:, _BODY_INDEX["left_elbow"]], body_pose[:, _BODY_INDEX["right_elbow"]]
-    return (relu(-knees[..., 0]).square().sum(-1) + 0.5 * knees[..., 1:].square().sum((-1, -2))
-            + relu(le[:, 1]).square() + relu(-re[:, 1]).square()
-            + 0.1 * (le[:, 2].square() + re[:, 2].square()))
+def joint_limit_tables(device=None) -> tuple[Tensor, Tensor]:
+    """The hinge limits as two ``[21, 3]`` tables: ``sign`` (a rotation component ``v`` costs
+    ``relu(sign * v)^2``: knees flex about +X only, the left elbow about -Y, the right about +Y, in
+    SMPL-X's T-pose frames) and ``quad`` (it costs ``quad * v^2`` too: knees barely bend sideways,
+    elbows barely twist)."""
+    sign, quad = torch.zeros(21, 3), torch.zeros(21, 3)
+    for side in ("left", "right"):
+        knee, elbow = _BODY_INDEX[f"{side}_knee"], _BODY_INDEX[f"{side}_elbow"]
+        sign[knee, 0] = -1.0
+        quad[knee, 1:] = 0.5
+        sign[elbow, 1] = 1.0 if side == "left" else -1.0
+        quad[elbow, 2] = 0.1
+    return sign.to(device), quad.to(device)
+
+
+def joint_limit_penalty(body_pose: Tensor, tables: Optional[tuple[Tensor, Tensor]] = None) -> Tensor:
+    """Hinge limits, ``body_pose [T, 21, 3]`` -> ``[T]`` (:func:`joint_limit_tables`; pass them
+    when calling often, so that they are built once)."""
+    sign, quad = joint_limit_tables(body_pose.device) if tables is None else tables
+    return (torch.nn.functional.relu(body_pose * sign).square() + quad * body_pose.square()).sum((-1, -2))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -475,6 +486,7 @@ class _Model:
     kinematics: FitKinematics
     camera_rotation: Tensor  # [3, 3] CAMERA_ROTATION on the device
     point_weights: Tensor  # [33 + P, J] skinning weights of the markers, then the surface points
+    limit_tables: tuple[Tensor, Tensor]  # joint_limit_tables on the device
 
 
 _MODEL_CACHE_ATTR = "_sigman_fit_model"
@@ -497,7 +509,7 @@ def _model(body: BodyModel, config: FitConfig, basis: Optional[ShapeBasis] = Non
     surface_weights = body.skin_weights[surface]
     model = _Model(body, markers, basis, surface, surface_weights, neutral_body_pose().to(device),
                    _prior_weights().to(device), FitKinematics(body), CAMERA_ROTATION.to(device),
-                   torch.cat([markers.weights.to(surface_weights), surface_weights]))
+                   torch.cat([markers.weights.to(surface_weights), surface_weights]), joint_limit_tables(device))
     object.__setattr__(body, _MODEL_CACHE_ATTR, (key, given, model))
     return model
 
@@ -579,7 +591,7 @@ def _evaluate(model: _Model, params: _Params, t: _Targets, config: FitConfig, si
         terms["silhouette"] = config.w_silhouette * 0.5 * (inside_term + _gmof(cover, 3 * config.robust_sigma))
     dev = (params.body_pose - model.neutral).square().sum(-1)  # [T, 21]
     terms["pose_prior"] = config.w_pose_prior * (dev * model.prior_weights).sum(-1)
-    terms["limits"] = config.w_limits * joint_limit_penalty(params.body_pose)
+    terms["limits"] = config.w_limits * joint_limit_penalty(params.body_pose, model.limit_tables)
     if model.basis.num_coords:
         spread = 0.25 if body.name == "anny" else 1.0
         c = (params.coords - model.basis.centre[model.basis.index]) / spread

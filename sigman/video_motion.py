@@ -54,8 +54,9 @@ class VideoMotionConfig:
 
     fps: Optional[float] = None  # output frame rate (frames are dropped to reach it); None: the video's
     max_seconds: Optional[float] = None  # only the first N seconds (must be <= MAX_SECONDS)
-    chunk: int = 8  # frames fitted together after the first
-    fit: FitConfig = field(default_factory=lambda: FitConfig(warm_iterations=25, silhouette=False))
+    chunk: int = 16  # frames fitted together after the first (one batched fit: a step costs about the same for 8 or 16)
+    fit: FitConfig = field(default_factory=lambda: FitConfig(warm_iterations=20, silhouette=False))
+    max_people: int = 1  # poses the default tracker follows: 1 tracks without re-detecting every frame
     first_fit: FitConfig = field(default_factory=lambda: FitConfig(silhouette=False))
     smoothing: OneEuroConfig = field(default_factory=OneEuroConfig)
     trajectory_smoothing: OneEuroConfig = field(default_factory=lambda: OneEuroConfig(min_cutoff=1.0, beta=0.5))
@@ -251,10 +252,13 @@ def motion_from_observations(body: BodyModel, observations: Sequence[Optional[Pe
 # The whole thing
 
 
-def _default_tracker(fps: float) -> Callable[[np.ndarray], Optional[PersonObservation]]:
-    from sigman.person import VideoPersonTracker
+def _default_tracker(fps: float, max_people: int = 1) -> Callable[[np.ndarray], Optional[PersonObservation]]:
+    """MediaPipe in VIDEO mode. With ``max_people=1`` its pose detector runs only when the track is
+    lost (with more it runs on every frame, looking for the others): 14 instead of 8 frames/s on
+    640 x 640 frames measured on the shared 2-core machine (scripts/dev/profile_video.py)."""
+    from sigman.person import PersonConfig, VideoPersonTracker
 
-    tracker = VideoPersonTracker(fps=fps)
+    tracker = VideoPersonTracker(PersonConfig(max_people=max_people), fps=fps)
     return tracker.track
 
 
@@ -277,7 +281,7 @@ def video_to_motion(video: Union[str, Path], out: Optional[Union[str, Path]], bo
         from sigman.body import load_body_model
 
         body = load_body_model(body)
-    track = tracker if tracker is not None else _default_tracker(frames.fps)
+    track = tracker if tracker is not None else _default_tracker(frames.fps, config.max_people)
     bar = _bar(progress, 2 * len(frames.frames), "video -> motion")
     observations = []
     for frame in frames.frames:
