@@ -17,8 +17,10 @@ Energy (each term visibility-weighted where it uses landmarks):
 - 2-D landmarks: the 33 BlazePose markers of the body (:mod:`sigman.body.markers`; the hip
   markers sit outside and below the model's hip joints) projected by the camera, against the
   image landmarks, in units of the person's pixel height, robustified (Geman-McClure);
-- 3-D landmarks: the markers in camera axes, hip-centred, against MediaPipe's metric world
-  landmarks (they carry the depth the photo lacks and the person's metric size);
+- 3-D landmarks: the markers in camera axes, hip-centred, against MediaPipe's world landmarks
+  brought to the body's size first (they carry the depth the photo lacks, but not the person's
+  size: they come out about 1.66 m tall for everyone; :func:`world_scale`); :mod:`sigman.person`
+  has removed their measured depth bias (:mod:`sigman.world_landmarks`);
 - silhouette (photos only): a cheap differentiable stand-in for rendering, on a mask downsampled
   to at most ``silhouette_size`` px: projected surface points must fall inside the mask (distance
   transform of its outside, sampled bilinearly), and sampled mask pixels must have a projected
@@ -28,6 +30,10 @@ Energy (each term visibility-weighted where it uses landmarks):
 - priors: L2 of the body joints to a standing pose (per-joint weights), hinge limits (knees and
   elbows bend one way and barely sideways), the shape towards the mean, the focal length towards
   its prior, and, for several frames at once, smooth motion.
+
+Modules: :mod:`sigman.fit_shape` (the linear shape basis), :mod:`sigman.fit_init` (the start),
+:mod:`sigman.fit_kinematics` (forward kinematics without host synchronisation), this one (the
+energy and the optimisation).
 
 Shape: anny computes non-default phenotypes with its own (non-differentiable, slow) module, so the
 fit uses a linear shape basis (:class:`ShapeBasis`): finite differences of the canonical vertices
@@ -43,35 +49,29 @@ parameters move. A previous fit (``init=``) warm-starts the pose, shape and came
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
-from sigman.atomic import atomic_savez
 import roma
 import torch
 from torch import Tensor
 
 from sigman.body.base import BodyModel
 from sigman.body.markers import BodyMarkers, body_markers
+from sigman.fit_init import CAMERA_ROTATION, default_focal, initial_root_rotation, orientation_candidates  # noqa: F401
 from sigman.fit_kinematics import FitKinematics
+from sigman.fit_shape import ShapeBasis, build_shape_basis  # noqa: F401 - the fit's public names
 from sigman.lbs import lbs_points
 from sigman.observation import BLAZEPOSE_LANDMARKS, PersonObservation
-from sigman.paths import cache_dir
 from sigman.pose import SMPLX_JOINT_NAMES, SMPLXPose
 from sigman.render.cameras import Camera
 
-# World -> camera rotation of every fitted camera: on the +Z side looking along -Z, +Y up
-# (OpenCV axes: camera x = world x, camera y = -world y, camera z = -world z).
-CAMERA_ROTATION = torch.tensor([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
 _BODY_INDEX = {name: i - 1 for i, name in enumerate(SMPLX_JOINT_NAMES[:22]) if i > 0}
 _MARK = {name: i for i, name in enumerate(BLAZEPOSE_LANDMARKS)}
-TORSO = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
 
 
 @dataclass
@@ -150,107 +150,6 @@ class BodyFit:
     seconds: dict[str, float] = field(default_factory=dict)
     iterations: int = 0
     camera_translation: Optional[Tensor] = None  # [3] world -> camera translation (metres)
-
-
-# ----------------------------------------------------------------------------------------------
-# Shape basis
-
-
-@dataclass
-class ShapeBasis:
-    """Linear shape model ``rest(c) = base + sum_k (c_k - centre_k) dirs_k`` over the fitted
-    shape coordinates ``c [B, K]`` (a subset of the body's shape vector, ``index``)."""
-
-    base_vertices: Tensor  # [V, 3]
-    base_joints: Tensor  # [J, 3]
-    dir_vertices: Tensor  # [K, V, 3] per unit of the coordinate
-    dir_joints: Tensor  # [K, J, 3]
-    centre: Tensor  # [S] the body's mean shape vector
-    index: Tensor  # [K] long, which entries of the shape vector are fitted
-    low: float
-    high: float
-
-    @property
-    def num_coords(self) -> int:
-        return int(self.index.numel())
-
-    def to(self, device) -> "ShapeBasis":
-        return ShapeBasis(*(getattr(self, k).to(device) for k in (
-            "base_vertices", "base_joints", "dir_vertices", "dir_joints", "centre", "index")),
-            self.low, self.high)
-
-    def rest(self, coords: Tensor) -> tuple[Tensor, Tensor]:
-        """``coords [B, K]`` -> canonical vertices ``[B, V, 3]`` and joints ``[B, J, 3]``."""
-        delta = coords - self.centre[self.index]
-        v = self.base_vertices + torch.einsum("bk,kvc->bvc", delta, self.dir_vertices)
-        j = self.base_joints + torch.einsum("bk,kjc->bjc", delta, self.dir_joints)
-        return v, j
-
-    def full_shape(self, coords: Tensor) -> Tensor:
-        """The body's whole shape vector ``[B, S]`` with ``coords`` filled in."""
-        shape = self.centre.expand(coords.shape[0], -1).clone()
-        shape[:, self.index] = coords.detach()
-        return shape
-
-
-def _shape_index(body: BodyModel, config: FitConfig) -> list[int]:
-    if body.name == "anny":
-        from sigman.body.anny_body import PHENOTYPE_LABELS
-
-        unknown = [k for k in config.anny_shape_labels if k not in PHENOTYPE_LABELS]
-        if unknown:
-            raise ValueError(f"unknown anny phenotypes {unknown}; choose from {PHENOTYPE_LABELS}")
-        return [PHENOTYPE_LABELS.index(k) for k in config.anny_shape_labels]
-    return list(range(min(config.smplx_num_betas, body.shape_dim)))
-
-
-def build_shape_basis(body: BodyModel, config: FitConfig = FitConfig(), step: float = 0.15,
-                      cache: bool = True) -> ShapeBasis:
-    """The linear shape basis of ``body`` over the coordinates ``config`` fits.
-
-    anny: central differences of ``body.rest`` (anny's module) at ``0.5 +- step``, cached under
-    :func:`sigman.paths.cache_dir` (built once per machine). SMPL-X: exact unit-beta differences.
-    """
-    index = _shape_index(body, config) if config.fit_shape else []
-    centre = body.default_shape(1)[0].detach()
-    device = body.rest_vertices.device
-    base_v, base_j = body.rest_vertices.detach(), body.rest_joints.detach()
-    k = len(index)
-    if k == 0:
-        return ShapeBasis(base_v, base_j, base_v.new_zeros(0, *base_v.shape), base_j.new_zeros(0, *base_j.shape),
-                          centre, torch.zeros(0, dtype=torch.long, device=device), 0.0, 1.0)
-    if body.name == "anny":
-        key = hashlib.sha1(base_v.cpu().numpy().tobytes() + str((index, step)).encode()).hexdigest()[:12]
-        path = cache_dir() / "fit" / f"anny_shape_basis_{key}.npz"
-        arrays = None
-        if cache and path.is_file():
-            try:
-                with np.load(path, allow_pickle=False) as data:
-                    arrays = {n: torch.from_numpy(data[n]) for n in data.files}
-            except Exception:  # a corrupt cache is rebuilt
-                arrays = None
-        if arrays is None:
-            shapes = centre.expand(2 * k, -1).clone()
-            for i, s in enumerate(index):
-                shapes[2 * i, s] += step
-                shapes[2 * i + 1, s] -= step
-            v, j = body.rest(shapes)
-            arrays = {"dir_vertices": ((v[0::2] - v[1::2]) / (2 * step)).float().cpu(),
-                      "dir_joints": ((j[0::2] - j[1::2]) / (2 * step)).float().cpu()}
-            if cache:
-                _atomic_savez(path, {n: a.numpy() for n, a in arrays.items()})
-        return ShapeBasis(base_v, base_j, arrays["dir_vertices"].to(device), arrays["dir_joints"].to(device),
-                          centre, torch.tensor(index, device=device), 0.0, 1.0)
-    shapes = torch.zeros(k, body.shape_dim, device=device)
-    shapes[torch.arange(k), torch.tensor(index)] = 1.0
-    with torch.no_grad():
-        v, j = body.rest(shapes)
-    return ShapeBasis(base_v, base_j, (v - base_v).detach(), (j - base_j).detach(), centre,
-                      torch.tensor(index, device=device), -3.0, 3.0)
-
-
-def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    atomic_savez(path, arrays)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -397,74 +296,6 @@ def _add_silhouette_targets(t: _Targets, observations: Sequence[PersonObservatio
     t.outside = torch.stack(outside).to(device)
     t.mask_points = torch.stack(points).to(device)
     t.mask_valid = torch.stack(valid).to(device)
-
-
-# ----------------------------------------------------------------------------------------------
-# Initialisation
-
-
-def _torso_rotation(left: Tensor, up: Tensor) -> Optional[Tensor]:
-    """Body-to-camera rotation ``[3, 3]`` from the body's left and up directions in camera axes."""
-    if left.norm() < 1e-6 or up.norm() < 1e-6:
-        return None
-    left = left / left.norm()
-    up = up - (up @ left) * left
-    if up.norm() < 1e-6:
-        return None
-    up = up / up.norm()
-    forward = torch.linalg.cross(left, up)
-    return torch.stack([left, up, forward], dim=1)
-
-
-def _world_torso(observation: PersonObservation) -> Optional[Tensor]:
-    """Body-to-camera rotation from the world landmarks' shoulders and hips (``None`` if absent)."""
-    i = [_MARK[n] for n in TORSO]
-    wl = torch.from_numpy(np.asarray(observation.world_landmarks, np.float32))[i]
-    if not torch.isfinite(wl).all() or wl.abs().sum() == 0:
-        return None
-    left = (wl[0] + wl[2]) - (wl[1] + wl[3])  # the person's left, camera axes
-    up = 0.5 * (wl[0] + wl[1]) - 0.5 * (wl[2] + wl[3])
-    return _torso_rotation(left, up)
-
-
-def _image_torso(observation: PersonObservation) -> Tensor:
-    """Body-to-camera rotation from the image alone: the torso in the image plane, facing the camera
-    when the person's left is on the image's right, else away."""
-    i = [_MARK[n] for n in TORSO]
-    p = torch.from_numpy(np.asarray(observation.landmarks, np.float32))[i]
-    vis = torch.from_numpy(np.asarray(observation.visibility, np.float32))[i]
-    p3 = torch.cat([torch.nan_to_num(p), torch.zeros(4, 1)], -1)
-    left = (p3[0] + p3[2]) - (p3[1] + p3[3])
-    up = 0.5 * (p3[0] + p3[1]) - 0.5 * (p3[2] + p3[3])
-    if (vis < 0.3).any() or up.norm() < 1e-6:
-        up = torch.tensor([0.0, -1.0, 0.0])
-    left = torch.tensor([float(left[0]), 0.0, 0.0]) if float(left[0].abs()) > 1e-6 else torch.tensor([1.0, 0.0, 0.0])
-    rot = _torso_rotation(left, up)
-    return rot if rot is not None else torch.diag(torch.tensor([1.0, -1.0, -1.0]))
-
-
-def initial_root_rotation(observation: PersonObservation) -> Tensor:
-    """World rotation ``[3, 3]`` of the body's root from the shoulders and hips: from the metric
-    world landmarks when they are there, else from the image."""
-    rot = _world_torso(observation)
-    return CAMERA_ROTATION.T @ (rot if rot is not None else _image_torso(observation))
-
-
-def orientation_candidates(observation: PersonObservation, yaw_deg: float = 50.0) -> list[Tensor]:
-    """Root orientations ``[3, 3]`` a cold fit tries: the world landmarks' torso, the image's, and
-    the image's turned by +-``yaw_deg`` about the vertical (the world landmarks can be wrong)."""
-    image = CAMERA_ROTATION.T @ _image_torso(observation)
-    yaw = lambda d: roma.rotvec_to_rotmat(torch.tensor([0.0, math.radians(d), 0.0]))
-    out = [image, yaw(yaw_deg) @ image, yaw(-yaw_deg) @ image]
-    world = _world_torso(observation)
-    if world is not None:
-        out.insert(0, CAMERA_ROTATION.T @ world)
-    return out
-
-
-def default_focal(size: tuple[int, int], fovy_deg: float) -> float:
-    """Focal length (pixels) of a vertical field of view ``fovy_deg`` on an image ``(W, H)``."""
-    return 0.5 * size[1] / math.tan(math.radians(fovy_deg) / 2)
 
 
 # ----------------------------------------------------------------------------------------------
