@@ -59,10 +59,12 @@ class VideoMotionConfig:
     fps: Optional[float] = None  # output frame rate (frames are dropped to reach it); None: the video's
     max_seconds: Optional[float] = None  # only the first N seconds (must be <= MAX_SECONDS)
     chunk: int = 16  # frames fitted together after the first (one batched fit: a step costs about the same for 8 or 16)
-    fit: FitConfig = field(default_factory=lambda: FitConfig(warm_iterations=20, silhouette=False))
+    # 20 warm steps at half the photo's learning rates; the first frame 60 steps (the chunks go on
+    # refining its pose): chosen on a 640 x 640 walk_cycle render (scripts/dev/profile_video.py)
+    fit: FitConfig = field(default_factory=lambda: FitConfig(warm_iterations=20, warm_lr_scale=0.5, silhouette=False))
     max_people: int = 1  # poses the default tracker follows: 1 tracks without re-detecting every frame
     pipeline: bool = True  # track in a thread while the fit works on the frames already tracked
-    first_fit: FitConfig = field(default_factory=lambda: FitConfig(silhouette=False))
+    first_fit: FitConfig = field(default_factory=lambda: FitConfig(silhouette=False, iterations=60))
     smoothing: OneEuroConfig = field(default_factory=OneEuroConfig)
     trajectory_smoothing: OneEuroConfig = field(default_factory=lambda: OneEuroConfig(min_cutoff=1.0, beta=0.5))
     smooth: bool = True

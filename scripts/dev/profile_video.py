@@ -60,7 +60,9 @@ def main() -> int:
     p.add_argument("--size", type=int, default=640)
     p.add_argument("--reuse-tracking", action="store_true", help="reuse the last run's observations (times the fit only)")
     p.add_argument("--max-people", type=int, default=1)
+    p.add_argument("--end-to-end", action="store_true", help="time video_to_motion as one call (decode, track, fit)")
     p.add_argument("--set", nargs="*", default=[], help="VideoMotionConfig overrides name=value")
+    p.add_argument("--first-set", nargs="*", default=[], help="FitConfig overrides of the first frame's fit")
     p.add_argument("--fit-set", nargs="*", default=[], help="FitConfig overrides of the per-chunk fit")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -76,10 +78,23 @@ def main() -> int:
     cfg = replace(cfg, **over)
     if fit_over:
         cfg = replace(cfg, fit=replace(cfg.fit, **fit_over))
+    first_over = {k: ast.literal_eval(v) for k, v in (s.split("=", 1) for s in args.first_set)}
+    if first_over:
+        cfg = replace(cfg, first_fit=replace(cfg.first_fit, **first_over))
     build_shape_basis(body, FitConfig())
+    if args.end_to_end:  # what scripts/video_to_motion.py does, timed as one call (wall and CPU)
+        from sigman.video_motion import video_to_motion
+
+        w0, c0 = time.perf_counter(), time.process_time()
+        motion = video_to_motion(path, None, body, cfg)
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        n = motion.num_frames
+        print(f"end to end: {n} frames in {wall:.2f} s = {n / wall:.1f} frames/s (CPU {cpu:.2f} s = {1000 * cpu / n:.0f} ms a frame)")
+        return 0
     t0 = time.perf_counter()
     frames = read_video(path)
     t1 = time.perf_counter()
+    ct1 = time.process_time()
     cached = args.out / f"walk_{args.size}_obs.pkl"
     if args.reuse_tracking and cached.is_file():
         obs = pickle.load(open(cached, "rb"))
@@ -91,6 +106,7 @@ def main() -> int:
         pickle.dump(obs, open(cached, "wb"))
     t2 = time.perf_counter()
     c2 = time.process_time()
+    print(f"track: wall {t2 - t1:.2f} s, cpu {c2 - ct1:.2f} s ({1000 * (c2 - ct1) / len(obs):.0f} ms a frame)")
     motion = motion_from_observations(body, obs, frames.fps, cfg)
     t3 = time.perf_counter()
     c3 = time.process_time()
