@@ -130,7 +130,6 @@ def main() -> int:
     print(f"smoothed MPJPE {e[:, 0].mean():.1f} S {e[:, 1].mean():.1f} PA {e[:, 2].mean():.1f} ang {np.mean(ang):.1f}   "
           f"raw fits MPJPE {raw[:, 0].mean():.1f} S {raw[:, 1].mean():.1f} PA {raw[:, 2].mean():.1f}")
     print("per-frame MPJPE:", " ".join(f"{x:.0f}" for x in e[:, 0]))
-    from sigman.body.anny_body import PHENOTYPE_LABELS  # noqa: F401
     v_t, _ = body.rest(gt["shape"])
     v_f, _ = body.rest(first.shape)
     print(f"height true {float(v_t[0, :, 1].max() - v_t[0, :, 1].min()):.3f} fit {float(v_f[0, :, 1].max() - v_f[0, :, 1].min()):.3f}")
