@@ -23,12 +23,44 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 
+VIEW_OPS = {"aten::as_strided", "aten::view", "aten::reshape", "aten::_reshape_alias", "aten::select",
+            "aten::slice", "aten::expand", "aten::unsqueeze", "aten::squeeze", "aten::t", "aten::transpose",
+            "aten::permute", "aten::detach", "aten::alias", "aten::empty", "aten::empty_strided",
+            "aten::resolve_conj", "aten::resolve_neg", "aten::to", "aten::lift_fresh", "aten::unbind",
+            "aten::split", "aten::chunk", "aten::narrow", "aten::_unsafe_view", "aten::empty_like",
+            "aten::result_type", "aten::is_nonzero", "aten::item", "aten::_local_scalar_dense"}
+
+
+def step_ops(body, observation, config) -> dict:
+    """Tensor operations in one step of the fit (energy + gradient), from the profiler: ``all``
+    aten calls and ``kernels``, the leaf calls that do arithmetic or copies (no views)."""
+    import math
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from sigman import fit as F
+
+    model = F._model(body, config)
+    device = body.rest_vertices.device
+    t = F._targets([observation], config, device, config.silhouette)
+    params = F._Params(torch.zeros(1, 3, device=device), model.neutral[None], model.basis.centre[model.basis.index][None],
+                       torch.tensor([[0.0, 0.0, 3.0]], device=device), torch.tensor([math.log(500.0)], device=device))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        loss, _, _ = F._evaluate(model, params, t, config, config.silhouette, None)
+        loss.backward()
+    events = [e for e in prof.events() if e.name.startswith("aten::")]
+    leaves = [e for e in events if not any(c.name.startswith("aten::") for c in e.cpu_children)]
+    return {"all": len(events), "kernels": sum(e.name not in VIEW_OPS for e in leaves)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch threads on the CPU (default: the fit's 1)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
+    parser.add_argument("--sync-debug", action="store_true",
+                        help="CUDA: warn on every host synchronisation during one fit (there should be none in a step)")
     args = parser.parse_args()
 
     from dataclasses import replace
@@ -59,6 +91,19 @@ def main() -> int:
             runs.append(time.perf_counter() - start)
         return statistics.median(runs)
 
+    for name, sil in (("ops per step (silhouette)", True), ("ops per step (landmarks only)", False)):
+        results[name] = step_ops(body, obs, replace(config, silhouette=sil))
+        print(f"{name:30s} {results[name]['kernels']} compute ops ({results[name]['all']} aten calls)", flush=True)
+    if args.sync_debug and args.device.startswith("cuda"):
+        import warnings
+
+        torch.cuda.set_sync_debug_mode("warn")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fit_body(body, obs, config)
+        torch.cuda.set_sync_debug_mode("default")
+        results["host syncs in one fit"] = len(caught)
+        print(f"host syncs in one fit: {len(caught)}", flush=True)
     for name, cfg in (("photo (silhouette)", config), ("photo (landmarks only)", replace(config, silhouette=False))):
         results[name] = timed(lambda: fit_body(body, obs, cfg))
         print(f"{name:26s} {results[name]:.3f} s", flush=True)

@@ -150,12 +150,15 @@ def evaluate(args) -> dict:
     body = scene.body
     sel = joint_selection(body)
     config = FitConfig(silhouette=not args.no_silhouette)
-    poses = [(n, resolve_pose(n).frame(0)) for n in STATIC_PRESETS] + random_poses(args.random, args.seed)
-    views = {"front": 0.0, "side": 90.0}
+    presets = STATIC_PRESETS if args.poses is None else [n for n in STATIC_PRESETS if n in args.poses]
+    poses = [(n, resolve_pose(n).frame(0)) for n in presets] + random_poses(args.random, args.seed)
+    # each pose keeps its body whatever the selection (the body of pose k of the full list)
+    subjects = [STATIC_PRESETS.index(n) for n in presets] + [len(STATIC_PRESETS) + i for i in range(args.random)]
+    views = {k: v for k, v in {"front": 0.0, "side": 90.0}.items() if k in args.views}
     rows = []
     detector = PersonDetector()
     images = {}
-    for k, (name, pose) in enumerate(poses):
+    for k, (name, pose) in zip(subjects, poses):
         subject = scene.subject(k)
         shape, rest_v, rest_j, _ = subject
         pose = centred(body, pose, rest_j)
@@ -273,6 +276,9 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-silhouette", action="store_true")
     parser.add_argument("--oracle", action="store_true", help="also fit perfect synthetic landmarks")
+    parser.add_argument("--poses", nargs="*", default=None, choices=STATIC_PRESETS,
+                        help="only these presets (default: all; --random N adds random poses)")
+    parser.add_argument("--views", nargs="*", default=["front", "side"], choices=["front", "side"])
     parser.add_argument("--video", action="store_true", help="also evaluate a rendered walk_cycle video")
     parser.add_argument("--video-loops", type=int, default=2)
     args = parser.parse_args()

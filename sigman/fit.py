@@ -17,8 +17,10 @@ Energy (each term visibility-weighted where it uses landmarks):
 - 2-D landmarks: the 33 BlazePose markers of the body (:mod:`sigman.body.markers`; the hip
   markers sit outside and below the model's hip joints) projected by the camera, against the
   image landmarks, in units of the person's pixel height, robustified (Geman-McClure);
-- 3-D landmarks: the markers in camera axes, hip-centred, against MediaPipe's metric world
-  landmarks (they carry the depth the photo lacks and the person's metric size);
+- 3-D landmarks: the markers in camera axes, hip-centred, against MediaPipe's world landmarks
+  brought to the body's size first (they carry the depth the photo lacks, but not the person's
+  size: they come out about 1.66 m tall for everyone; :func:`world_scale`); :mod:`sigman.person`
+  has removed their measured depth bias (:mod:`sigman.world_landmarks`);
 - silhouette (photos only): a cheap differentiable stand-in for rendering, on a mask downsampled
   to at most ``silhouette_size`` px: projected surface points must fall inside the mask (distance
   transform of its outside, sampled bilinearly), and sampled mask pixels must have a projected
@@ -28,6 +30,10 @@ Energy (each term visibility-weighted where it uses landmarks):
 - priors: L2 of the body joints to a standing pose (per-joint weights), hinge limits (knees and
   elbows bend one way and barely sideways), the shape towards the mean, the focal length towards
   its prior, and, for several frames at once, smooth motion.
+
+Modules: :mod:`sigman.fit_shape` (the linear shape basis), :mod:`sigman.fit_init` (the start),
+:mod:`sigman.fit_kinematics` (forward kinematics without host synchronisation), this one (the
+energy and the optimisation).
 
 Shape: anny computes non-default phenotypes with its own (non-differentiable, slow) module, so the
 fit uses a linear shape basis (:class:`ShapeBasis`): finite differences of the canonical vertices
@@ -43,34 +49,29 @@ parameters move. A previous fit (``init=``) warm-starts the pose, shape and came
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
-from sigman.atomic import atomic_savez
 import roma
 import torch
 from torch import Tensor
 
 from sigman.body.base import BodyModel
 from sigman.body.markers import BodyMarkers, body_markers
+from sigman.fit_init import CAMERA_ROTATION, default_focal, initial_root_rotation, orientation_candidates  # noqa: F401
+from sigman.fit_kinematics import FitKinematics
+from sigman.fit_shape import ShapeBasis, build_shape_basis  # noqa: F401 - the fit's public names
 from sigman.lbs import lbs_points
 from sigman.observation import BLAZEPOSE_LANDMARKS, PersonObservation
-from sigman.paths import cache_dir
 from sigman.pose import SMPLX_JOINT_NAMES, SMPLXPose
 from sigman.render.cameras import Camera
 
-# World -> camera rotation of every fitted camera: on the +Z side looking along -Z, +Y up
-# (OpenCV axes: camera x = world x, camera y = -world y, camera z = -world z).
-CAMERA_ROTATION = torch.tensor([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
 _BODY_INDEX = {name: i - 1 for i, name in enumerate(SMPLX_JOINT_NAMES[:22]) if i > 0}
 _MARK = {name: i for i, name in enumerate(BLAZEPOSE_LANDMARKS)}
-TORSO = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
 
 
 @dataclass
@@ -97,7 +98,7 @@ class FitConfig:
     min_visibility: float = 0.2  # landmarks below this are ignored
     # weights
     w_2d: float = 1.0
-    w_world: float = 0.05
+    w_world: float = 0.5
     w_silhouette: float = 0.3
     w_pose_prior: float = 2.0
     w_limits: float = 30.0
@@ -106,7 +107,8 @@ class FitConfig:
     w_temporal: float = 20.0
     w_warm: float = 0.1  # pull towards the warm-start pose (video)
     w_upright: float = 10.0  # the body's up axis towards the world's (1 - cos of the tilt)
-    world_depth_weight: float = 0.25  # MediaPipe's world depths are the least reliable axis
+    world_depth_weight: float = 1.0  # relative weight of the world landmarks' depth axis
+    world_scale_free: bool = True  # compare the world landmarks' shape, not their size (see _world_term)
     face_weight: float = 0.3  # landmark weights relative to the body's
     hand_weight: float = 0.3
     foot_weight: float = 0.6
@@ -151,107 +153,6 @@ class BodyFit:
 
 
 # ----------------------------------------------------------------------------------------------
-# Shape basis
-
-
-@dataclass
-class ShapeBasis:
-    """Linear shape model ``rest(c) = base + sum_k (c_k - centre_k) dirs_k`` over the fitted
-    shape coordinates ``c [B, K]`` (a subset of the body's shape vector, ``index``)."""
-
-    base_vertices: Tensor  # [V, 3]
-    base_joints: Tensor  # [J, 3]
-    dir_vertices: Tensor  # [K, V, 3] per unit of the coordinate
-    dir_joints: Tensor  # [K, J, 3]
-    centre: Tensor  # [S] the body's mean shape vector
-    index: Tensor  # [K] long, which entries of the shape vector are fitted
-    low: float
-    high: float
-
-    @property
-    def num_coords(self) -> int:
-        return int(self.index.numel())
-
-    def to(self, device) -> "ShapeBasis":
-        return ShapeBasis(*(getattr(self, k).to(device) for k in (
-            "base_vertices", "base_joints", "dir_vertices", "dir_joints", "centre", "index")),
-            self.low, self.high)
-
-    def rest(self, coords: Tensor) -> tuple[Tensor, Tensor]:
-        """``coords [B, K]`` -> canonical vertices ``[B, V, 3]`` and joints ``[B, J, 3]``."""
-        delta = coords - self.centre[self.index]
-        v = self.base_vertices + torch.einsum("bk,kvc->bvc", delta, self.dir_vertices)
-        j = self.base_joints + torch.einsum("bk,kjc->bjc", delta, self.dir_joints)
-        return v, j
-
-    def full_shape(self, coords: Tensor) -> Tensor:
-        """The body's whole shape vector ``[B, S]`` with ``coords`` filled in."""
-        shape = self.centre.expand(coords.shape[0], -1).clone()
-        shape[:, self.index] = coords.detach()
-        return shape
-
-
-def _shape_index(body: BodyModel, config: FitConfig) -> list[int]:
-    if body.name == "anny":
-        from sigman.body.anny_body import PHENOTYPE_LABELS
-
-        unknown = [k for k in config.anny_shape_labels if k not in PHENOTYPE_LABELS]
-        if unknown:
-            raise ValueError(f"unknown anny phenotypes {unknown}; choose from {PHENOTYPE_LABELS}")
-        return [PHENOTYPE_LABELS.index(k) for k in config.anny_shape_labels]
-    return list(range(min(config.smplx_num_betas, body.shape_dim)))
-
-
-def build_shape_basis(body: BodyModel, config: FitConfig = FitConfig(), step: float = 0.15,
-                      cache: bool = True) -> ShapeBasis:
-    """The linear shape basis of ``body`` over the coordinates ``config`` fits.
-
-    anny: central differences of ``body.rest`` (anny's module) at ``0.5 +- step``, cached under
-    :func:`sigman.paths.cache_dir` (built once per machine). SMPL-X: exact unit-beta differences.
-    """
-    index = _shape_index(body, config) if config.fit_shape else []
-    centre = body.default_shape(1)[0].detach()
-    device = body.rest_vertices.device
-    base_v, base_j = body.rest_vertices.detach(), body.rest_joints.detach()
-    k = len(index)
-    if k == 0:
-        return ShapeBasis(base_v, base_j, base_v.new_zeros(0, *base_v.shape), base_j.new_zeros(0, *base_j.shape),
-                          centre, torch.zeros(0, dtype=torch.long, device=device), 0.0, 1.0)
-    if body.name == "anny":
-        key = hashlib.sha1(base_v.cpu().numpy().tobytes() + str((index, step)).encode()).hexdigest()[:12]
-        path = cache_dir() / "fit" / f"anny_shape_basis_{key}.npz"
-        arrays = None
-        if cache and path.is_file():
-            try:
-                with np.load(path, allow_pickle=False) as data:
-                    arrays = {n: torch.from_numpy(data[n]) for n in data.files}
-            except Exception:  # a corrupt cache is rebuilt
-                arrays = None
-        if arrays is None:
-            shapes = centre.expand(2 * k, -1).clone()
-            for i, s in enumerate(index):
-                shapes[2 * i, s] += step
-                shapes[2 * i + 1, s] -= step
-            v, j = body.rest(shapes)
-            arrays = {"dir_vertices": ((v[0::2] - v[1::2]) / (2 * step)).float().cpu(),
-                      "dir_joints": ((j[0::2] - j[1::2]) / (2 * step)).float().cpu()}
-            if cache:
-                _atomic_savez(path, {n: a.numpy() for n, a in arrays.items()})
-        return ShapeBasis(base_v, base_j, arrays["dir_vertices"].to(device), arrays["dir_joints"].to(device),
-                          centre, torch.tensor(index, device=device), 0.0, 1.0)
-    shapes = torch.zeros(k, body.shape_dim, device=device)
-    shapes[torch.arange(k), torch.tensor(index)] = 1.0
-    with torch.no_grad():
-        v, j = body.rest(shapes)
-    return ShapeBasis(base_v, base_j, (v - base_v).detach(), (j - base_j).detach(), centre,
-                      torch.tensor(index, device=device), -3.0, 3.0)
-
-
-def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    atomic_savez(path, arrays)
-
-
-# ----------------------------------------------------------------------------------------------
 # Priors
 
 
@@ -270,15 +171,26 @@ def _prior_weights() -> Tensor:
     return torch.tensor([w.get(n, 0.15) for n in SMPLX_JOINT_NAMES[1:22]])
 
 
-def joint_limit_penalty(body_pose: Tensor) -> Tensor:
-    """Hinge limits, ``body_pose [T, 21, 3]`` -> ``[T]``: knees flex about +X only, the left elbow
-    about -Y and the right about +Y (SMPL-X's T-pose frames); sideways bending costs more."""
-    relu = torch.nn.functional.relu
-    knees = body_pose[:, [_BODY_INDEX["left_knee"], _BODY_INDEX["right_knee"]]]
-    le, re = body_pose[:, _BODY_INDEX["left_elbow"]], body_pose[:, _BODY_INDEX["right_elbow"]]
-    return (relu(-knees[..., 0]).square().sum(-1) + 0.5 * knees[..., 1:].square().sum((-1, -2))
-            + relu(le[:, 1]).square() + relu(-re[:, 1]).square()
-            + 0.1 * (le[:, 2].square() + re[:, 2].square()))
+def joint_limit_tables(device=None) -> tuple[Tensor, Tensor]:
+    """The hinge limits as two ``[21, 3]`` tables: ``sign`` (a rotation component ``v`` costs
+    ``relu(sign * v)^2``: knees flex about +X only, the left elbow about -Y, the right about +Y, in
+    SMPL-X's T-pose frames) and ``quad`` (it costs ``quad * v^2`` too: knees barely bend sideways,
+    elbows barely twist)."""
+    sign, quad = torch.zeros(21, 3), torch.zeros(21, 3)
+    for side in ("left", "right"):
+        knee, elbow = _BODY_INDEX[f"{side}_knee"], _BODY_INDEX[f"{side}_elbow"]
+        sign[knee, 0] = -1.0
+        quad[knee, 1:] = 0.5
+        sign[elbow, 1] = 1.0 if side == "left" else -1.0
+        quad[elbow, 2] = 0.1
+    return sign.to(device), quad.to(device)
+
+
+def joint_limit_penalty(body_pose: Tensor, tables: Optional[tuple[Tensor, Tensor]] = None) -> Tensor:
+    """Hinge limits, ``body_pose [T, 21, 3]`` -> ``[T]`` (:func:`joint_limit_tables`; pass them
+    when calling often, so that they are built once)."""
+    sign, quad = joint_limit_tables(body_pose.device) if tables is None else tables
+    return (torch.nn.functional.relu(body_pose * sign).square() + quad * body_pose.square()).sum((-1, -2))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -295,6 +207,8 @@ class _Targets:
     world_weights: Tensor  # [T, 33]
     scale: Tensor  # [T] person height in px
     size: tuple[int, int]  # (W, H)
+    centre: Tensor  # [2] the principal point (px)
+    grid_scale: Tensor  # [2] px -> grid_sample's [0, 2] (2 / (W, H))
     outside: Optional[Tensor] = None  # [T, 1, h, w] distance (in units of scale) to the mask
     mask_points: Optional[Tensor] = None  # [T, M, 2] px, mask pixel samples
     mask_valid: Optional[Tensor] = None  # [T, M] bool
@@ -341,8 +255,10 @@ def _targets(observations: Sequence[PersonObservation], config: FitConfig, devic
             x0, y0, x1, y1 = o.person_box
             ext = float(max(y1 - y0, 1))
         scale.append(max(ext, 8.0))
+    w, h = size
     t = _Targets(torch.stack(lm).to(device), torch.stack(wt).to(device), torch.stack(world).to(device),
-                 torch.stack(wwt).to(device), torch.tensor(scale, device=device), size)
+                 torch.stack(wwt).to(device), torch.tensor(scale, device=device), size,
+                 torch.tensor([w / 2, h / 2], device=device), torch.tensor([2.0 / w, 2.0 / h], device=device))
     if silhouette:
         _add_silhouette_targets(t, observations, config, device)
     return t
@@ -383,80 +299,13 @@ def _add_silhouette_targets(t: _Targets, observations: Sequence[PersonObservatio
 
 
 # ----------------------------------------------------------------------------------------------
-# Initialisation
-
-
-def _torso_rotation(left: Tensor, up: Tensor) -> Optional[Tensor]:
-    """Body-to-camera rotation ``[3, 3]`` from the body's left and up directions in camera axes."""
-    if left.norm() < 1e-6 or up.norm() < 1e-6:
-        return None
-    left = left / left.norm()
-    up = up - (up @ left) * left
-    if up.norm() < 1e-6:
-        return None
-    up = up / up.norm()
-    forward = torch.linalg.cross(left, up)
-    return torch.stack([left, up, forward], dim=1)
-
-
-def _world_torso(observation: PersonObservation) -> Optional[Tensor]:
-    """Body-to-camera rotation from the world landmarks' shoulders and hips (``None`` if absent)."""
-    i = [_MARK[n] for n in TORSO]
-    wl = torch.from_numpy(np.asarray(observation.world_landmarks, np.float32))[i]
-    if not torch.isfinite(wl).all() or wl.abs().sum() == 0:
-        return None
-    left = (wl[0] + wl[2]) - (wl[1] + wl[3])  # the person's left, camera axes
-    up = 0.5 * (wl[0] + wl[1]) - 0.5 * (wl[2] + wl[3])
-    return _torso_rotation(left, up)
-
-
-def _image_torso(observation: PersonObservation) -> Tensor:
-    """Body-to-camera rotation from the image alone: the torso in the image plane, facing the camera
-    when the person's left is on the image's right, else away."""
-    i = [_MARK[n] for n in TORSO]
-    p = torch.from_numpy(np.asarray(observation.landmarks, np.float32))[i]
-    vis = torch.from_numpy(np.asarray(observation.visibility, np.float32))[i]
-    p3 = torch.cat([torch.nan_to_num(p), torch.zeros(4, 1)], -1)
-    left = (p3[0] + p3[2]) - (p3[1] + p3[3])
-    up = 0.5 * (p3[0] + p3[1]) - 0.5 * (p3[2] + p3[3])
-    if (vis < 0.3).any() or up.norm() < 1e-6:
-        up = torch.tensor([0.0, -1.0, 0.0])
-    left = torch.tensor([float(left[0]), 0.0, 0.0]) if float(left[0].abs()) > 1e-6 else torch.tensor([1.0, 0.0, 0.0])
-    rot = _torso_rotation(left, up)
-    return rot if rot is not None else torch.diag(torch.tensor([1.0, -1.0, -1.0]))
-
-
-def initial_root_rotation(observation: PersonObservation) -> Tensor:
-    """World rotation ``[3, 3]`` of the body's root from the shoulders and hips: from the metric
-    world landmarks when they are there, else from the image."""
-    rot = _world_torso(observation)
-    return CAMERA_ROTATION.T @ (rot if rot is not None else _image_torso(observation))
-
-
-def orientation_candidates(observation: PersonObservation, yaw_deg: float = 50.0) -> list[Tensor]:
-    """Root orientations ``[3, 3]`` a cold fit tries: the world landmarks' torso, the image's, and
-    the image's turned by +-``yaw_deg`` about the vertical (the world landmarks can be wrong)."""
-    image = CAMERA_ROTATION.T @ _image_torso(observation)
-    yaw = lambda d: roma.rotvec_to_rotmat(torch.tensor([0.0, math.radians(d), 0.0]))
-    out = [image, yaw(yaw_deg) @ image, yaw(-yaw_deg) @ image]
-    world = _world_torso(observation)
-    if world is not None:
-        out.insert(0, CAMERA_ROTATION.T @ world)
-    return out
-
-
-def default_focal(size: tuple[int, int], fovy_deg: float) -> float:
-    """Focal length (pixels) of a vertical field of view ``fovy_deg`` on an image ``(W, H)``."""
-    return 0.5 * size[1] / math.tan(math.radians(fovy_deg) / 2)
-
-
-# ----------------------------------------------------------------------------------------------
 # The fit
 
 
 @dataclass
 class _Model:
-    """Everything fixed for one body: markers, shape basis, silhouette points, prior tensors."""
+    """Everything fixed for one body: markers, shape basis, silhouette points, prior tensors, all
+    on the fit's device (a step copies nothing from the host)."""
 
     body: BodyModel
     markers: BodyMarkers
@@ -465,6 +314,10 @@ class _Model:
     surface_weights: Tensor  # [P, J]
     neutral: Tensor  # [21, 3]
     prior_weights: Tensor  # [21]
+    kinematics: FitKinematics
+    camera_rotation: Tensor  # [3, 3] CAMERA_ROTATION on the device
+    point_weights: Tensor  # [33 + P, J] skinning weights of the markers, then the surface points
+    limit_tables: tuple[Tensor, Tensor]  # joint_limit_tables on the device
 
 
 _MODEL_CACHE_ATTR = "_sigman_fit_model"
@@ -473,18 +326,22 @@ _MODEL_CACHE_ATTR = "_sigman_fit_model"
 def _model(body: BodyModel, config: FitConfig, basis: Optional[ShapeBasis] = None) -> _Model:
     """Fit assets of ``body`` (kept on the body object, keyed by what they depend on)."""
     key = (config.fit_shape, tuple(config.anny_shape_labels), config.smplx_num_betas,
-           config.silhouette_points, str(body.rest_vertices.device), id(basis))
+           config.silhouette_points, str(body.rest_vertices.device))
     cached = getattr(body, _MODEL_CACHE_ATTR, None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
+    if cached is not None and cached[0] == key and cached[1] is basis:
+        return cached[2]
     device = body.rest_vertices.device
+    given = basis
     basis = build_shape_basis(body, config) if basis is None else basis.to(device)
     v = body.num_vertices
     p = min(config.silhouette_points, v)
     surface = torch.linspace(0, v - 1, p, device=device).round().long()
-    model = _Model(body, body_markers(body), basis, surface, body.skin_weights[surface],
-                   neutral_body_pose().to(device), _prior_weights().to(device))
-    object.__setattr__(body, _MODEL_CACHE_ATTR, (key, model))
+    markers = body_markers(body)
+    surface_weights = body.skin_weights[surface]
+    model = _Model(body, markers, basis, surface, surface_weights, neutral_body_pose().to(device),
+                   _prior_weights().to(device), FitKinematics(body), CAMERA_ROTATION.to(device),
+                   torch.cat([markers.weights.to(surface_weights), surface_weights]), joint_limit_tables(device))
+    object.__setattr__(body, _MODEL_CACHE_ATTR, (key, given, model))
     return model
 
 
@@ -534,33 +391,30 @@ def _evaluate(model: _Model, params: _Params, t: _Targets, config: FitConfig, si
     frames = params.orient.shape[0]
     body = model.body
     rest_v, rest_j = model.basis.rest(params.coords)  # [1, V, 3], [1, J, 3]
-    pose = _pose_of(params, frames)
-    transforms, joints = body.pose_transforms(pose, rest_j.expand(frames, -1, -1))
-    canon = model.markers.canonical(rest_v, rest_j)
-    markers = model.markers.posed(canon, transforms)  # [T, 33, 3] world
-    r = CAMERA_ROTATION.to(markers)
+    transforms, joints = model.kinematics(params.orient, params.body_pose, rest_j.expand(frames, -1, -1))
+    canon = model.markers.canonical(rest_v, rest_j)  # [1, 33, 3]
+    use_silhouette = silhouette and t.outside is not None
+    if use_silhouette:  # markers and surface points skinned and projected together
+        canon = torch.cat([canon, rest_v[:, model.surface]], dim=1)
+    weights = model.point_weights[: canon.shape[1]]
+    points = lbs_points(canon.expand(frames, -1, -1), weights, transforms)  # [T, 33 (+ P), 3] world
     trans = params.cam_translation()  # [T, 3]
-    cam = markers @ r.T + trans[:, None]
+    cam_all = points @ model.camera_rotation.T + trans[:, None]
     f = params.log_focal.exp()
-    w, h = t.size
-    z = cam[..., 2:].clamp_min(0.05)
-    proj = f * cam[..., :2] / z + torch.tensor([w / 2, h / 2], device=cam.device)
+    proj_all = f * cam_all[..., :2] / cam_all[..., 2:].clamp_min(0.05) + t.centre
+    proj, cam = proj_all[:, :NUM_MARKERS], cam_all[:, :NUM_MARKERS]
     terms: dict[str, Tensor] = {}
     err = (proj - t.landmarks) / (0.02 * t.scale[:, None, None])
     wsum = t.weights.sum(-1).clamp_min(1e-6)
     terms["2d"] = config.w_2d * (_gmof(err.square().sum(-1), config.robust_sigma) * t.weights).sum(-1) / wsum
     hips = 0.5 * (cam[:, _MARK["left_hip"]] + cam[:, _MARK["right_hip"]])
     centred = cam - hips[:, None]
-    werr = (centred - t.world) / 0.05
-    axes = torch.tensor([1.0, 1.0, config.world_depth_weight], device=werr.device)
-    terms["world"] = config.w_world * ((werr.square() * axes).sum(-1) * t.world_weights).sum(-1) / t.world_weights.sum(-1).clamp_min(1e-6)
+    terms["world"] = config.w_world * _world_term(centred, t, config)
     up = roma.rotvec_to_rotmat(params.orient)[:, 1, 1]  # world y of the body's up axis
     terms["upright"] = config.w_upright * (1 - up)
-    if silhouette and t.outside is not None:
-        surf = lbs_points(rest_v[:, model.surface].expand(frames, -1, -1), model.surface_weights, transforms)
-        sc = surf @ r.T + trans[:, None]
-        sp = f * sc[..., :2] / sc[..., 2:].clamp_min(0.05) + torch.tensor([w / 2, h / 2], device=sc.device)
-        grid = torch.stack([sp[..., 0] / w * 2 - 1, sp[..., 1] / h * 2 - 1], -1)[:, None]  # [T, 1, P, 2]
+    if use_silhouette:
+        sp = proj_all[:, NUM_MARKERS:]  # [T, P, 2]
+        grid = (sp * t.grid_scale - 1)[:, None]  # [T, 1, P, 2] in [-1, 1]
         out = torch.nn.functional.grid_sample(t.outside, grid, align_corners=False)[:, 0, 0]  # [T, P]
         inside_term = (out / 0.02).square().mean(-1)
         d = torch.cdist(t.mask_points, sp).min(dim=-1).values / (0.02 * t.scale[:, None])  # [T, M]
@@ -568,7 +422,7 @@ def _evaluate(model: _Model, params: _Params, t: _Targets, config: FitConfig, si
         terms["silhouette"] = config.w_silhouette * 0.5 * (inside_term + _gmof(cover, 3 * config.robust_sigma))
     dev = (params.body_pose - model.neutral).square().sum(-1)  # [T, 21]
     terms["pose_prior"] = config.w_pose_prior * (dev * model.prior_weights).sum(-1)
-    terms["limits"] = config.w_limits * joint_limit_penalty(params.body_pose)
+    terms["limits"] = config.w_limits * joint_limit_penalty(params.body_pose, model.limit_tables)
     if model.basis.num_coords:
         spread = 0.25 if body.name == "anny" else 1.0
         c = (params.coords - model.basis.centre[model.basis.index]) / spread
@@ -586,6 +440,34 @@ def _evaluate(model: _Model, params: _Params, t: _Targets, config: FitConfig, si
     total = sum(v.sum() if not sequence else v.mean() for v in terms.values())
     return total, terms, {"proj": proj, "cam": centred, "joints": joints, "transforms": transforms,
                           "rest_v": rest_v}
+
+
+NUM_MARKERS = len(BLAZEPOSE_LANDMARKS)
+
+
+def world_scale(centred: Tensor, world: Tensor, weights: Tensor) -> Tensor:
+    """Least-squares scale ``[T]`` that takes the world landmarks ``[T, 33, 3]`` onto the body's
+    hip-centred markers ``[T, 33, 3]`` (no gradient; clamped to [0.6, 1.6])."""
+    with torch.no_grad():
+        num = ((centred * world).sum(-1) * weights).sum(-1)
+        den = (world.square().sum(-1) * weights).sum(-1).clamp_min(1e-9)
+        return (num / den).clamp(0.6, 1.6)
+
+
+def _world_term(centred: Tensor, t: _Targets, config: FitConfig) -> Tensor:
+    """Visibility-weighted squared distance ``[T]`` (units of 5 cm) of the hip-centred markers to
+    the world landmarks, the depth axis weighted by ``config.world_depth_weight``.
+
+    With ``world_scale_free`` the landmarks are first scaled to the body's size: MediaPipe's world
+    landmarks have about one size whatever the person's (measured on the project's renders of
+    bodies 1.3 to 2.3 m tall: their extent is 1.66 m +- 4%), so their size would pull every fit
+    to an average height, against the proportions the image shows."""
+    target = t.world
+    if config.world_scale_free:
+        target = target * world_scale(centred, t.world, t.world_weights)[:, None, None]
+    werr = (centred - target) / 0.05
+    sq = werr[..., :2].square().sum(-1) + config.world_depth_weight * werr[..., 2].square()
+    return (sq * t.world_weights).sum(-1) / t.world_weights.sum(-1).clamp_min(1e-6)
 
 
 def _initial_translation(model: _Model, params: _Params, t: _Targets,

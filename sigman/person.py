@@ -36,6 +36,7 @@ from sigman.observation import BLAZEPOSE_LANDMARKS, NUM_LANDMARKS, Box, PersonOb
 from sigman.paths import mediapipe_models_dir
 from sigman.preprocess import MIN_SIDE, WORK_MAX_SIDE, ImageInputError, ImageLike, load_image
 from sigman.weights import WeightsError
+from sigman.world_landmarks import debiased_world_landmarks
 
 MEDIAPIPE_FIX = "pip install mediapipe==1.2.3"
 MODEL_VARIANTS = ("lite", "full", "heavy")
@@ -81,6 +82,7 @@ class PersonConfig:
     visible_threshold: float = 0.5  # landmark visibility under which its part counts as guessed
     refine_mask: bool = False  # sharpen the mask's edges by closed-form matting (needs pymatting)
     refine_band: float = 0.012  # half-width of the band it solves, as a fraction of the image's longer side
+    debias_world: bool = True  # remove the world landmarks' measured depth bias (sigman.world_landmarks)
 
 
 # --- MediaPipe and its model file --------------------------------------------------------------
@@ -319,6 +321,8 @@ def observation_from_result(result: Any, width: int, height: int, rgb: Optional[
     in_frame = (xy[:, 0] >= 0) & (xy[:, 0] <= width) & (xy[:, 1] >= 0) & (xy[:, 1] <= height)
     visibility = np.clip(np.minimum(visible, present) * in_frame, 0.0, 1.0).astype(np.float32)
     world = np.array([[p.x, p.y, p.z] for p in result.pose_world_landmarks[best]], np.float32)
+    if config.debias_world:
+        world = debiased_world_landmarks(world)
     if xy.shape != (NUM_LANDMARKS, 2):
         raise RuntimeError(f"MediaPipe gave {len(pose)} landmarks, expected {NUM_LANDMARKS}")
 

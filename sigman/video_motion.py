@@ -9,10 +9,11 @@ Steps:
    and :data:`MAX_FRAMES` frames (a longer video is refused before it is decoded), optionally
    resampled to a lower frame rate;
 2. :class:`sigman.person.VideoPersonTracker` observes each frame (or any callable that maps a
-   frame to an ``Optional[PersonObservation]``);
-3. :func:`motion_from_observations` fits the first observed frame fully (pose, shape, camera),
-   then chunks of ``chunk`` frames at once, each warm-started from the previous chunk's last fit
-   (few iterations, no silhouette term, shape and focal length kept);
+   frame to an ``Optional[PersonObservation]``), in a thread (:func:`track_frames`) while
+3. :func:`motion_from_observations` fits the frames already observed: the first observed frame
+   fully (pose, shape, camera), then chunks of ``chunk`` frames at once, each warm-started from
+   the previous chunk's last fit (few iterations, no silhouette term, shape and focal length
+   kept). MediaPipe releases Python's lock while it works, so the two use two cores;
 4. frames where the person is lost are interpolated (quaternion slerp between the fits around
    the gap, the first / last fit held at the ends) and reported;
 5. the root trajectory comes from the fitted cameras: the camera is taken as static, so the
@@ -25,10 +26,12 @@ Steps:
 from __future__ import annotations
 
 import math
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence, Union
+from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import roma
@@ -42,6 +45,7 @@ from sigman.pose import SMPLXPose, save_pose
 
 MAX_SECONDS = 60.0  # longest video accepted
 MAX_FRAMES = 1800  # most frames accepted (after resampling)
+TRACK_AHEAD = 64  # frames the tracking thread may run ahead of the fit
 
 
 class VideoInputError(ValueError):
@@ -54,9 +58,13 @@ class VideoMotionConfig:
 
     fps: Optional[float] = None  # output frame rate (frames are dropped to reach it); None: the video's
     max_seconds: Optional[float] = None  # only the first N seconds (must be <= MAX_SECONDS)
-    chunk: int = 8  # frames fitted together after the first
-    fit: FitConfig = field(default_factory=lambda: FitConfig(warm_iterations=25, silhouette=False))
-    first_fit: FitConfig = field(default_factory=lambda: FitConfig(silhouette=False))
+    chunk: int = 16  # frames fitted together after the first (one batched fit: a step costs about the same for 8 or 16)
+    # 20 warm steps at half the photo's learning rates; the first frame 60 steps (the chunks go on
+    # refining its pose): chosen on a 640 x 640 walk_cycle render (scripts/dev/profile_video.py)
+    fit: FitConfig = field(default_factory=lambda: FitConfig(warm_iterations=20, warm_lr_scale=0.5, silhouette=False))
+    max_people: int = 1  # poses the default tracker follows: 1 tracks without re-detecting every frame
+    pipeline: bool = True  # track in a thread while the fit works on the frames already tracked
+    first_fit: FitConfig = field(default_factory=lambda: FitConfig(silhouette=False, iterations=60))
     smoothing: OneEuroConfig = field(default_factory=OneEuroConfig)
     trajectory_smoothing: OneEuroConfig = field(default_factory=lambda: OneEuroConfig(min_cutoff=1.0, beta=0.5))
     smooth: bool = True
@@ -190,34 +198,51 @@ def fill_gaps(values: list[Optional[tuple[torch.Tensor, torch.Tensor, torch.Tens
     return out  # type: ignore[return-value]
 
 
-def motion_from_observations(body: BodyModel, observations: Sequence[Optional[PersonObservation]], fps: float,
+def motion_from_observations(body: BodyModel, observations: Iterable[Optional[PersonObservation]], fps: float,
                              config: VideoMotionConfig = VideoMotionConfig(),
                              progress: Optional[Callable[[int], None]] = None) -> VideoMotion:
     """Fit every observed frame (warm-started chunks), fill the gaps, smooth: a :class:`VideoMotion`.
-    ``progress(n)`` is called with the number of frames just fitted."""
+    ``observations`` may be a stream (a generator fed while the video is tracked): each chunk is
+    fitted as soon as it is complete. ``progress(n)`` is called with the number of frames just fitted."""
     start = time.perf_counter()
-    n = len(observations)
-    if n == 0:
-        raise VideoInputError("the video has no frames; pass a video with at least one frame")
-    present = [o is not None for o in observations]
-    if not any(present):
-        raise VideoInputError("no person was found in any frame of the video; pass a video showing one person")
-    fits: list[Optional[BodyFit]] = [None] * n
-    order = [i for i in range(n) if present[i]]
-    first = order[0]
-    fits[first] = fit_bodies(body, [observations[first]], config.first_fit)[0]
-    if progress:
-        progress(1)
-    prev = fits[first]
-    rest = order[1:]
-    for c in range(0, len(rest), max(1, config.chunk)):
-        idx = rest[c:c + config.chunk]
-        chunk = fit_bodies(body, [observations[i] for i in idx], config.fit, init=prev)
-        for i, f in zip(idx, chunk):
+    fits: list[Optional[BodyFit]] = []
+    present: list[bool] = []
+    pending: list[tuple[int, PersonObservation]] = []
+    prev: Optional[BodyFit] = None
+    first = -1
+
+    def fit_pending() -> None:
+        nonlocal prev
+        if not pending:
+            return
+        chunk = fit_bodies(body, [o for _, o in pending], config.fit, init=prev)
+        for (i, _), f in zip(pending, chunk):
             fits[i] = f
         prev = chunk[-1]
         if progress:
-            progress(len(idx))
+            progress(len(pending))
+        pending.clear()
+
+    for i, observation in enumerate(observations):
+        fits.append(None)
+        present.append(observation is not None)
+        if observation is None:
+            continue
+        if prev is None:
+            first = i
+            prev = fits[i] = fit_bodies(body, [observation], config.first_fit)[0]
+            if progress:
+                progress(1)
+            continue
+        pending.append((i, observation))
+        if len(pending) >= max(1, config.chunk):
+            fit_pending()
+    fit_pending()
+    n = len(fits)
+    if n == 0:
+        raise VideoInputError("the video has no frames; pass a video with at least one frame")
+    if first < 0:
+        raise VideoInputError("no person was found in any frame of the video; pass a video showing one person")
     t_fit = time.perf_counter() - start
 
     # camera translations -> world trajectory (static camera; the first observed frame at zero)
@@ -251,10 +276,13 @@ def motion_from_observations(body: BodyModel, observations: Sequence[Optional[Pe
 # The whole thing
 
 
-def _default_tracker(fps: float) -> Callable[[np.ndarray], Optional[PersonObservation]]:
-    from sigman.person import VideoPersonTracker
+def _default_tracker(fps: float, max_people: int = 1) -> Callable[[np.ndarray], Optional[PersonObservation]]:
+    """MediaPipe in VIDEO mode. With ``max_people=1`` its pose detector runs only when the track is
+    lost (with more it runs on every frame, looking for the others): 14 instead of 8 frames/s on
+    640 x 640 frames measured on the shared 2-core machine (scripts/dev/profile_video.py)."""
+    from sigman.person import PersonConfig, VideoPersonTracker
 
-    tracker = VideoPersonTracker(fps=fps)
+    tracker = VideoPersonTracker(PersonConfig(max_people=max_people), fps=fps)
     return tracker.track
 
 
@@ -277,20 +305,72 @@ def video_to_motion(video: Union[str, Path], out: Optional[Union[str, Path]], bo
         from sigman.body import load_body_model
 
         body = load_body_model(body)
-    track = tracker if tracker is not None else _default_tracker(frames.fps)
+    track = tracker if tracker is not None else _default_tracker(frames.fps, config.max_people)
     bar = _bar(progress, 2 * len(frames.frames), "video -> motion")
-    observations = []
-    for frame in frames.frames:
-        observations.append(track(frame))
-        bar.update(1)
-    t_track = time.perf_counter() - start
-    motion = motion_from_observations(body, observations, frames.fps, config, progress=bar.update)
+    timing: dict[str, float] = {}
+
+    def tracked() -> Iterator[Optional[PersonObservation]]:
+        for observation in track_frames(track, frames.frames, config.pipeline, timing):
+            bar.update(1)
+            yield observation
+
+    motion = motion_from_observations(body, tracked(), frames.fps, config, progress=bar.update)
+    t_track = timing.get("track", 0.0)
     bar.update(bar.total - bar.n)
     bar.close()
     if out is not None:
         save_pose(out, motion.pose)
     motion.seconds.update(track=t_track, total=time.perf_counter() - start)
     return motion
+
+
+def track_frames(track: Callable[[np.ndarray], Optional[PersonObservation]], frames: Sequence[np.ndarray],
+                 background: bool = True, timing: Optional[dict[str, float]] = None) -> Iterator[Optional[PersonObservation]]:
+    """``track(frame)`` for each frame, in order. ``background``: in a thread, up to
+    :data:`TRACK_AHEAD` frames ahead of the consumer, so that tracking (MediaPipe runs without
+    Python's lock) and fitting use two cores; an error in ``track`` is raised here.
+    ``timing["track"]``: the tracking thread's wall time."""
+    start = time.perf_counter()
+    if not background:
+        for frame in frames:
+            yield track(frame)
+        if timing is not None:
+            timing["track"] = time.perf_counter() - start
+        return
+    results: queue.Queue = queue.Queue(maxsize=TRACK_AHEAD)
+    stop = threading.Event()
+    done = object()
+
+    def worker() -> None:
+        try:
+            for frame in frames:
+                if stop.is_set():
+                    return
+                results.put((True, track(frame)))
+            results.put((True, done))
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            results.put((False, err))
+        finally:
+            if timing is not None:
+                timing["track"] = time.perf_counter() - start
+
+    thread = threading.Thread(target=worker, name="sigman-track", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = results.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # let a worker blocked on a full queue finish
+            try:
+                results.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
 
 
 def _bar(enabled: bool, total: int, desc: str):

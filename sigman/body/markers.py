@@ -8,7 +8,8 @@ small linear-blend-skinning product (``lbs_points`` of 33 points) and follows th
 - BlazePose's hips, shoulders, knees and ankles do not sit exactly on the model's joints; a fixed
   offset in the joint's rest frame, per body model, moves them where BlazePose puts them
   (:data:`JOINT_OFFSETS`; for SMPL-X the hips sit outside and below its hip joints);
-- the face (nose, eyes, ears, mouth), heels and toe tips are surface points: canonical mesh
+- the ears ride on the head joint, a little inside the head's widest points (:data:`EAR_INSET`);
+- the face (nose, mouth), heels and toe tips are surface points: canonical mesh
   vertices picked by geometry (the most forward head vertex is the nose tip, the most lateral ones
   at eye height are the ears, the lowest-backmost foot vertex is the heel, ...), skinned with the
   vertex's own weights. When a body has no vertex dominated by its head (or foot), the point falls
@@ -49,6 +50,10 @@ JOINT_OFFSETS: dict[str, dict[str, tuple[float, float, float]]] = {
              "ankle": (0.0, 0.02, 0.0)},
     "smplx": {"hip": (0.04, -0.03, 0.0)},
 }
+# BlazePose's ear landmarks sit this far (metres) inside the head's widest points at eye height:
+# measured against MediaPipe on frontal renders (seed 7 of scripts/dev/pose_cases.py: 4.0 cm over 16
+# bodies and poses; seed 0: 3.8 cm).
+EAR_INSET = 0.04
 # Joints whose skinned vertices form the head / the left foot (regular expressions).
 HEAD_PATTERN = r"^(head|jaw|eye\.[LR]|left_eye_smplhf|right_eye_smplhf)$"
 FOOT_PATTERN = {"anny": r"^(foot|toe\d-\d)\.L$", "smplx": r"^left_(ankle|foot)$"}
@@ -149,7 +154,11 @@ def body_markers(body: BodyModel, offsets: Optional[dict[str, tuple[float, float
         vertex[mark["nose"]] = nose
         band = head[(hv[:, 1] - eye_y).abs() < 0.03]
         bv = verts[band]
-        vertex[mark["left_ear"]], vertex[mark["right_ear"]] = band[bv[:, 0].argmax()], band[bv[:, 0].argmin()]
+        # BlazePose's ears lie EAR_INSET inside the head's widest points at eye height (frontal views)
+        for side, v in (("left", band[bv[:, 0].argmax()]), ("right", band[bv[:, 0].argmin()])):
+            off = verts[v] - head_j
+            off[0] -= torch.sign(off[0]) * EAR_INSET
+            on_joint(f"{side}_ear", names["head"], tuple(float(x) for x in off))
         nose_p = verts[nose]
         for side, mirror in (("mouth_left", 1.0), ("mouth_right", -1.0)):
             target = torch.tensor([mirror * 0.8 * eye_x, float(nose_p[1]) - 0.045, float(nose_p[2])])
