@@ -122,6 +122,7 @@ class RefineResult:
         background: ``[3]`` the photo's background colour.
         losses: per step ``{"total", "l1", "dssim", "alpha"}``.
         timings: seconds per stage (``align``, ``project``, ``refine``, ``total``).
+        poser: the :data:`Poser` given to :func:`refine_avatar` (for :func:`render_input_view`).
     """
 
     canonical: Gaussians
@@ -133,6 +134,7 @@ class RefineResult:
     losses: list[dict[str, float]]
     timings: dict[str, float]
     config: RefineConfig
+    poser: Optional[Poser] = None  # how the avatar was posed (None: sigman's skinning, posed_frame)
 
 
 # --- image terms ----------------------------------------------------------------------------------
@@ -352,7 +354,7 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
     if cfg.steps <= 0:
         timings["refine"], timings["total"] = 0.0, time.perf_counter() - start
         report(1.0, "done")
-        return RefineResult(projected, projected, pose, camera, projection, background, [], timings, cfg)
+        return RefineResult(projected, projected, pose, camera, projection, background, [], timings, cfg, poser)
 
     # 2. refinement, on the Gaussians facing the camera, at the render size
     tick = time.perf_counter()
@@ -442,7 +444,7 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
     timings["refine"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - start
     report(1.0, "done")
-    return RefineResult(refined, projected, p, final_camera, projection, background, losses, timings, cfg)
+    return RefineResult(refined, projected, p, final_camera, projection, background, losses, timings, cfg, poser)
 
 
 @torch.no_grad()
