@@ -67,8 +67,9 @@ class RefineConfig:
     align_subsample: Optional[int] = None  # align with every k-th Gaussian (random, scales x sqrt k; CUDA 1, CPU 4)
     lr_align_pose: float = 1e-2  # radians per step while aligning
     lr_align_camera: float = 3e-3  # radians / metres per step while aligning
-    w_align_pose: float = 0.01  # squared pose change while aligning (weak: the fit is what is being corrected)
-    w_align_camera: float = 0.01  # squared camera change while aligning
+    w_align_pose: float = 0.1  # squared pose change while aligning (weak: the fit is what is being corrected;
+    # 0.01 lets one held-out subject's limbs slide into a wrong silhouette match, 1.0 holds the fit's error)
+    w_align_camera: float = 0.1  # squared camera change while aligning
     render_size: Optional[int] = None  # long side of the fitted render, px (CUDA: photo size up to 1024; CPU 256)
     backend: str = "auto"  # render backend: gsplat on CUDA, torch on CPU
     # learning rates (Adam), per group
