@@ -22,7 +22,7 @@ Everything is tensor code on the inputs' device.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Callable, Union
 
 import torch
 import torch.nn.functional as F

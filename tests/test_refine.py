@@ -155,13 +155,10 @@ def test_alignment_corrects_a_bent_arm(scene):
     def error(pose):
         return float(per_gaussian(pose)[arm].mean())
 
-    def aligned():
-        config = RefineConfig(steps=0, align_steps=10, align_size=64, render_size=96, align_subsample=4,
-                              lr_align_pose=0.04, align_fine_fraction=0.3, optimize_camera=False).resolved("cpu", (SIZE, SIZE))
-        pose, _ = align_to_silhouette(scene["model"], scene["body"], scene["rest_joints"], off, scene["camera"],
-                                      scene["mask"], config)
-        return error(pose)
-
     before = error(off)
     assert int(arm.sum()) > 50 and before > 2.0
-    assert aligned() < 0.3 * before
+    config = RefineConfig(steps=0, align_steps=10, align_size=64, render_size=96, align_subsample=4, lr_align_pose=0.04,
+                          align_fine_fraction=0.3, optimize_camera=False).resolved("cpu", (SIZE, SIZE))
+    pose, _ = align_to_silhouette(scene["model"], scene["body"], scene["rest_joints"], off, scene["camera"],
+                                  scene["mask"], config)
+    assert error(pose) < 0.3 * before  # 4.4 px before
