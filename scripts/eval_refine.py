@@ -99,6 +99,12 @@ def perturbed_fit(item, source: int, size: int, args, seed: int) -> tuple[SMPLXP
 NAMES = ("raw", "projected", "refined", "refined_own_fit")
 
 
+def mean_of(values: list) -> float:
+    """Mean of the finite values (NaN when there are none, e.g. the own-fit avatar's other views)."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 def raw_avatar(pipe: SigmanPipeline, item, photo: np.ndarray, shape, args) -> tuple:
     """The model's canonical Gaussians and rest joints for ``item``'s photo (kept in ``--raw-cache``)."""
     key = f"{item.name}_{args.sampler}_{args.steps}_{args.input_view}_{photo.shape[0]}.pt"
@@ -185,7 +191,7 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list]:
             grid_rows.append((truth, gen))
     summary = {}
     for name in NAMES:
-        summary[name] = {k: float(np.nanmean([r[name][k] for r in rows])) for k in rows[0][name]}
+        summary[name] = {k: mean_of([r[name][k] for r in rows]) for k in rows[0][name]}
     result = {"kind": "photo_refinement", "data": str(args.data), "device": str(pipe.device), "items": rows,
               "summary": summary, "refine_config": dataclasses.asdict(refine_config),
               "perturb": {"camera_deg": args.perturb_camera_deg, "camera_cm": args.perturb_camera_cm,
