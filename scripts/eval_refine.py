@@ -10,7 +10,9 @@ For each item: one view's photo (``--input-view``, default the front) goes throu
 with the item's true body shape and pose (the raw avatar), then :func:`sigman.refine.refine_avatar`
 with the *true* camera, pose and shape in place of a body fit (``--perturb-camera-deg / -cm`` and
 ``--perturb-pose-deg`` disturb them, as an imperfect fit would). Both avatars are rendered with the
-true pose at the true cameras and compared with the true images inside the true masks.
+true pose at the true cameras and compared with the true images inside the true masks;
+``refined_own_fit`` is the refined avatar at the refinement's own fitted pose and camera, at the input view
+only: the picture the user holds against the photo (``input_view.png``).
 """
 
 from __future__ import annotations
@@ -70,6 +72,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--save-grid", default=None, help="write photo | raw | refined (front and back) here")
     parser.add_argument("--grid-items", type=int, default=4)
+    parser.add_argument("--view-stride", type=int, default=0,
+                        help="target views every STRIDE views round from the input view (0: --views decides)")
+    parser.add_argument("--raw-cache", default=None,
+                        help="folder keeping each item's raw avatar (the model's output), reused when the settings match")
     return parser.parse_args(argv)
 
 
@@ -88,6 +94,29 @@ def perturbed_fit(item, source: int, size: int, args, seed: int) -> tuple[SMPLXP
         noise = torch.randn(pose.body_pose.shape, generator=g) * math.radians(args.perturb_pose_deg)
         pose = dataclasses.replace(pose, body_pose=pose.body_pose + noise)
     return pose, camera
+
+
+NAMES = ("raw", "projected", "refined", "refined_own_fit")
+
+
+def mean_of(values: list) -> float:
+    """Mean of the finite values (NaN when there are none, e.g. the own-fit avatar's other views)."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def raw_avatar(pipe: SigmanPipeline, item, photo: np.ndarray, shape, args) -> tuple:
+    """The model's canonical Gaussians and rest joints for ``item``'s photo (kept in ``--raw-cache``)."""
+    key = f"{item.name}_{args.sampler}_{args.steps}_{args.input_view}_{photo.shape[0]}.pt"
+    path = Path(args.raw_cache) / key if args.raw_cache else None
+    if path is not None and path.is_file():
+        canonical, rest_joints = torch.load(path, weights_only=False)
+        return canonical.to(pipe.device), rest_joints.to(pipe.device)
+    out = pipe(photo, item.pose, steps=args.steps, sampler=args.sampler, seed=0, shape=shape, num_views=0)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save((out.canonical.to("cpu"), out.rest_joints.cpu()), path)
+    return out.canonical, out.rest_joints
 
 
 def back_view(item, source: int, targets: list[int]) -> int:
@@ -109,17 +138,20 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list]:
     for i, root in enumerate(items):
         item = load_item(root)
         source = item.front if args.input_view == "front" else int(args.input_view)
-        targets = select_views(args.views, item.num_views, exclude=[source])
+        if args.view_stride > 0:
+            targets = [(source + k) % item.num_views for k in range(args.view_stride, item.num_views, args.view_stride)]
+        else:
+            targets = select_views(args.views, item.num_views, exclude=[source])
         size = args.size or item.calibration.cameras.width
         rgb, mask = read_views(item, [source], size)
         photo = photo_rgba(rgb[0], mask[0], pipe.config.background)
         shape = item_shape(item, pipe.body)
         shape = None if shape is None else shape.to(pipe.device)
-        out = pipe(photo, item.pose, steps=args.steps, sampler=args.sampler, seed=0, shape=shape, num_views=0)
+        raw_canonical, rest_joints = raw_avatar(pipe, item, photo, shape, args)
         pose, camera = perturbed_fit(item, source, size, args, seed=i)
         bar = tqdm(total=100, desc=f"[{i + 1}/{len(items)}] {item.name}", leave=False)
         cpu0 = time.process_time()
-        result = refine_avatar(out.canonical, pipe.body, pipe.template, out.rest_joints, shape, pose, camera,
+        result = refine_avatar(raw_canonical, pipe.body, pipe.template, rest_joints, shape, pose, camera,
                                photo[..., :3], photo[..., 3], refine_config,
                                progress=lambda f, stage: bar.update(round(100 * f) - bar.n))
         cpu = time.process_time() - cpu0
@@ -132,17 +164,24 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list]:
                "cpu_seconds": cpu, "steps": result.config.steps, "render_size": result.config.render_size,
                "final_loss": result.losses[-1] if result.losses else None}
         renders = {}
-        for name, canonical in (("raw", out.canonical), ("projected", result.projected), ("refined", result.canonical)):
-            posed = posed_frame(canonical, pipe.body, out.rest_joints, item.pose.frame(0).to(pipe.device))
-            pred, _ = render_at(posed, cams.to(pipe.device))
-            m = image_metrics(pred, gt, gt_mask)
+        true_pose = item.pose.frame(0).to(pipe.device)
+        for name, canonical, at_pose, at_cams in (
+                ("raw", raw_canonical, true_pose, cams), ("projected", result.projected, true_pose, cams),
+                ("refined", result.canonical, true_pose, cams),
+                ("refined_own_fit", result.canonical, result.pose.to(pipe.device), result.camera)):
+            posed = posed_frame(canonical, pipe.body, rest_joints, at_pose)
+            pred, _ = render_at(posed, at_cams.to(pipe.device))
+            m = image_metrics(pred, gt[:len(at_cams)], gt_mask[:len(at_cams)])
             renders[name] = pred
+            nan = float("nan")
             row[name] = {"input_psnr_fg": float(m["psnr_fg"][0]), "input_ssim_fg": float(m["ssim_fg"][0]),
-                         "other_psnr_fg": float(m["psnr_fg"][1:].nanmean()), "other_ssim_fg": float(m["ssim_fg"][1:].nanmean())}
+                         "other_psnr_fg": float(m["psnr_fg"][1:].nanmean()) if len(at_cams) > 1 else nan,
+                         "other_ssim_fg": float(m["ssim_fg"][1:].nanmean()) if len(at_cams) > 1 else nan}
         rows.append(row)
         print(f"[{i + 1}/{len(items)}] {item.name}: input view PSNR_fg raw {row['raw']['input_psnr_fg']:.2f} -> "
               f"refined {row['refined']['input_psnr_fg']:.2f} dB; other views {row['raw']['other_psnr_fg']:.2f} -> "
-              f"{row['refined']['other_psnr_fg']:.2f} dB; refine {result.timings['total']:.1f} s wall, {cpu:.1f} s CPU",
+              f"{row['refined']['other_psnr_fg']:.2f} dB; input view at the refinement's own pose and camera "
+              f"{row['refined_own_fit']['input_psnr_fg']:.2f} dB; refine {result.timings['total']:.1f} s wall, {cpu:.1f} s CPU",
               flush=True)
         if args.save_grid and len(grid_rows) < args.grid_items:
             back = views.index(back_view(item, source, targets))
@@ -151,8 +190,8 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list]:
                                renders["raw"][back], renders["refined"][back]]).cpu()
             grid_rows.append((truth, gen))
     summary = {}
-    for name in ("raw", "projected", "refined"):
-        summary[name] = {k: float(np.nanmean([r[name][k] for r in rows])) for k in rows[0][name]}
+    for name in NAMES:
+        summary[name] = {k: mean_of([r[name][k] for r in rows]) for k in rows[0][name]}
     result = {"kind": "photo_refinement", "data": str(args.data), "device": str(pipe.device), "items": rows,
               "summary": summary, "refine_config": dataclasses.asdict(refine_config),
               "perturb": {"camera_deg": args.perturb_camera_deg, "camera_cm": args.perturb_camera_cm,
@@ -200,8 +239,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     path = write_json(args.out, result)
     s = result["summary"]
-    for name in ("raw", "projected", "refined"):
-        print(f"{name:9s} input view PSNR_fg {s[name]['input_psnr_fg']:.2f} SSIM_fg {s[name]['input_ssim_fg']:.4f} | "
+    for name in NAMES:
+        print(f"{name:15s} input view PSNR_fg {s[name]['input_psnr_fg']:.2f} SSIM_fg {s[name]['input_ssim_fg']:.4f} | "
               f"other views PSNR_fg {s[name]['other_psnr_fg']:.2f} SSIM_fg {s[name]['other_ssim_fg']:.4f}")
     print(f"refinement: {result['mean_seconds']:.1f} s wall, {result['mean_cpu_seconds']:.1f} s CPU per item "
           f"({result['threads']} threads) -> {path}")

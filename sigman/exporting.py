@@ -112,7 +112,7 @@ def export_avatar(pipe, result, out: Union[str, Path], turntable_frames: int = 4
 
         r = result.refinement
         write_image(out / "input_view.png", render_input_view(result.canonical, pipe.body, result.rest_joints, r.pose,
-                                                              r.camera, r.background))
+                                                              r.camera, r.background, poser=r.poser))
         files.append(out / "input_view.png")
     if getattr(result, "fit", None) is not None:  # the pose of the person in the photo, for other tools
         from sigman.pose import save_pose

@@ -22,7 +22,7 @@ Everything is tensor code on the inputs' device.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Union
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,7 @@ from torch import Tensor
 from sigman.data.uv_projection import _pyramid, _sample_trilinear, posed_texels, rasterize_depth
 from sigman.gaussians import Gaussians
 from sigman.render.cameras import Camera
-from sigman.uv import UVTemplate
+from sigman.uv import UVTemplate, vertex_normals
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,48 @@ class PhotoProjectionConfig:
     match_anchors: int = 3000  # seen Gaussians used as anchors for the shift
     match_neighbours: int = 32
     near: float = 0.01
+
+
+@dataclass
+class AvatarSurface:
+    """Where an avatar's ``N`` Gaussians sit on its body mesh: what the projection and the refinement
+    need beyond the Gaussians. :meth:`from_uv` for sigman's UV template (a Gaussian per texel);
+    :func:`sigman.official.surface.release_surface` for the release's template.
+
+    Attributes:
+        faces: ``[F, 3]`` the body mesh's triangles (the visibility z-buffer).
+        footprints: ``[N]`` each Gaussian's site size on the body, metres.
+        neighbour_pairs: ``[P, 2]`` index pairs of neighbouring Gaussians (colour smoothness).
+        point_normals: ``posed vertices [1, V, 3] -> [N, 3]`` unit surface normals at the Gaussians' sites.
+    """
+
+    faces: Tensor
+    footprints: Tensor
+    neighbour_pairs: Tensor
+    point_normals: Callable[[Tensor], Tensor]
+
+    @staticmethod
+    def from_uv(template: UVTemplate) -> "AvatarSurface":
+        return AvatarSurface(template.faces, template.footprints, uv_neighbour_pairs(template),
+                             lambda vertices: posed_texels(template, vertices)[1][0])
+
+    def to(self, device) -> "AvatarSurface":
+        return AvatarSurface(self.faces.to(device), self.footprints.to(device), self.neighbour_pairs.to(device),
+                             self.point_normals)
+
+
+def as_surface(template: Union[UVTemplate, AvatarSurface]) -> AvatarSurface:
+    """``template`` as an :class:`AvatarSurface` (a UV template is converted)."""
+    return template if isinstance(template, AvatarSurface) else AvatarSurface.from_uv(template)
+
+
+def mesh_point_normals(faces: Tensor, mix: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """``point_normals`` for Gaussians whose sites are fixed mixes of mesh vertices: the mesh's vertex
+    normals mixed by ``mix ([..., V, 3] -> [..., N, 3])``, normalised."""
+    def normals(vertices: Tensor) -> Tensor:
+        n = mix(vertex_normals(vertices, faces.to(vertices.device)))[0]
+        return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return normals
 
 
 @dataclass
@@ -86,12 +128,13 @@ def person_height_pixels(mask: Tensor) -> float:
 
 
 @torch.no_grad()
-def project_photo(template: UVTemplate, posed_vertices: Tensor, posed: Gaussians, photo: Tensor, mask: Tensor,
+def project_photo(template: Union[UVTemplate, AvatarSurface], posed_vertices: Tensor, posed: Gaussians, photo: Tensor, mask: Tensor,
                   camera: Camera, config: PhotoProjectionConfig = PhotoProjectionConfig()) -> PhotoProjection:
     """Photo colours and trust weights of the posed Gaussians.
 
     Args:
-        template: the UV template the Gaussians were built on (texel ``i`` = Gaussian ``i``).
+        template: the UV template the Gaussians were built on (texel ``i`` = Gaussian ``i``), or an
+            :class:`AvatarSurface`.
         posed_vertices: ``[V, 3]`` the fitted body mesh in the photo's pose (world frame).
         posed: the posed Gaussians ``[N, ...]`` (centres with the model's offsets; colours = the model's).
         photo: ``[H, W, 3]`` RGB in [0, 1]; mask: ``[H, W]`` person mask in [0, 1].
@@ -104,15 +147,14 @@ def project_photo(template: UVTemplate, posed_vertices: Tensor, posed: Gaussians
         raise ValueError(f"camera must be one view of the photo's size {w}x{h}, got {len(camera)} of "
                          f"{camera.width}x{camera.height}")
     device, dtype = posed.means.device, torch.float32
-    template = template.to(device)
+    surface = as_surface(template).to(device)
     cam = camera.to(device=device, dtype=dtype)
     verts = posed_vertices.to(device=device, dtype=dtype).reshape(1, -1, 3)
-    _, normals = posed_texels(template, verts)  # [1, N, 3]
-    normals = normals[0]
+    normals = surface.point_normals(verts).to(dtype)  # [N, 3]
     means = posed.means.detach().to(dtype)
     n = means.shape[0]
     if normals.shape[0] != n:
-        raise ValueError(f"{n} Gaussians but the UV template has {normals.shape[0]} texels")
+        raise ValueError(f"{n} Gaussians but the surface has {normals.shape[0]} sites")
 
     vm, K = cam.viewmats[0], cam.Ks[0]
     local = means @ vm[:3, :3].T + vm[:3, 3]
@@ -128,18 +170,18 @@ def project_photo(template: UVTemplate, posed_vertices: Tensor, posed: Gaussians
     zK = K.clone()
     zK[0] *= zw / w
     zK[1] *= zh / h
-    zbuf = rasterize_depth(verts, template.faces, vm[None, None], zK[None, None], zw, zh, config.near)[0, 0]
+    zbuf = rasterize_depth(verts, surface.faces, vm[None, None], zK[None, None], zw, zh, config.near)[0, 0]
     zx = (pix[:, 0] * (zw / w)).long().clamp(0, zw - 1)
     zy = (pix[:, 1] * (zh / h)).long().clamp(0, zh - 1)
-    surface = zbuf[zy, zx]
+    surface_depth = zbuf[zy, zx]
     slack = config.depth_tolerance + 2.0 * z / float(zK[1, 1])  # plus two z-buffer pixels of world size
     inside = (z > config.near) & (pix[:, 0] >= 0) & (pix[:, 0] < w) & (pix[:, 1] >= 0) & (pix[:, 1] < h)
-    visible = inside & (z <= surface + slack)
+    visible = inside & (z <= surface_depth + slack)
 
     # mask eroded by a fraction of the person's height, sampled with the colour
     erode = int(round(config.erode_fraction * person_height_pixels(mask)))
     stack = torch.cat([photo.to(device, dtype).permute(2, 0, 1), erode_mask(mask.to(device, dtype), erode)[None]])
-    footprint = template.footprints.to(dtype) * K[1, 1] / zc
+    footprint = surface.footprints.to(dtype) * K[1, 1] / zc
     level = torch.log2(footprint.clamp_min(1.0))
     pyramid = _pyramid(stack[None], config.max_mip_levels)
     samples = _sample_trilinear(pyramid, pix[None], level[None], w, h)[0]  # [4, N]

@@ -397,14 +397,12 @@ class SigmanPipeline:
         output = PipelineOutput(canonical, posed, renders, cameras, latents, photo, rest_joints, timings,
                                 pose_file.note if pose_file is not None else "", pose, fit=seen.fit, notes=notes,
                                 shape=shape)
-        if refine and seen.fit is not None and self.release is None:
+        if refine and seen.fit is not None:
             from sigman.refine import RefineConfig
 
             config = refine if not isinstance(refine, bool) else RefineConfig()
             output = self.refine(output, seen.photo, seen.mask, seen.fit, config, num_views, render_size,
                                  progress=lambda fraction, stage: report(0.95 + 0.05 * fraction, stage))
-        elif refine and self.release is not None:
-            notes.append("photo refinement is not available with the release's template yet: the raw model output is shown")
         report(1.0, "done")
         return output
 
@@ -423,8 +421,15 @@ class SigmanPipeline:
         """
         from sigman.refine import RefineConfig, refine_avatar
 
-        result = refine_avatar(output.canonical, self.body, self.template, output.rest_joints, fit.shape, fit.pose,
-                               fit.camera, photo, mask, config or RefineConfig(), progress)
+        if self.release is not None:  # the release's template: its own surface and posing
+            from sigman.official.surface import release_poser, release_surface
+
+            surface = release_surface(self.release, output.canonical)
+            poser = release_poser(self.release, output.canonical, output.rest_joints, fit.pose)
+        else:
+            surface, poser = self.template, None
+        result = refine_avatar(output.canonical, self.body, surface, output.rest_joints, fit.shape, fit.pose,
+                               fit.camera, photo, mask, config or RefineConfig(), progress, poser=poser)
         canonical = result.canonical
         posed = self.pose_gaussians(canonical, output.rest_joints, output.pose) if output.pose is not None else output.posed
         renders, cameras = output.renders, output.cameras

@@ -37,18 +37,21 @@ from torch import Tensor
 from sigman.body.base import BodyModel
 from sigman.gaussians import Gaussians, repose
 from sigman.photo_projection import (
+    AvatarSurface,
     PhotoProjection,
     PhotoProjectionConfig,
     background_color,
     match_unseen_colors,
+    as_surface,
     project_photo,
-    uv_neighbour_pairs,
 )
 from sigman.pose import SMPLXPose
 from sigman.render import Camera, render
 from sigman.uv import UVTemplate
 
 ProgressFn = Callable[[float, str], None]
+# poser(canonical [M, ...], one-frame pose, index [M] of these Gaussians among all N, or None: all) -> posed [M, ...]
+Poser = Callable[[Gaussians, SMPLXPose, Optional[Tensor]], Gaussians]
 NUM_POSE_JOINTS = 22  # root + the 21 SMPL-X body joints are refined; hands, jaw and eyes are kept
 
 
@@ -58,10 +61,15 @@ class RefineConfig:
     (:meth:`resolved`): more steps and the photo's own resolution on CUDA, fewer and smaller on CPU."""
 
     steps: Optional[int] = None  # Adam steps (CUDA 80, CPU 30); 0: projection only
-    align_steps: Optional[int] = None  # silhouette-only pose + camera steps before the projection (CUDA 40, CPU 15)
-    align_size: Optional[int] = None  # long side of the alignment render (CUDA 256, CPU 128)
+    align_steps: Optional[int] = None  # silhouette-only pose + camera steps before the projection (CUDA 80, CPU 40)
+    align_size: Optional[int] = None  # long side of the coarse alignment render (CUDA 256, CPU 128)
+    align_fine_fraction: float = 0.4  # the last steps of the alignment at render_size (coarse to fine)
+    align_subsample: Optional[int] = None  # align with every k-th Gaussian (random, scales x sqrt k; CUDA 1, CPU 4)
     lr_align_pose: float = 1e-2  # radians per step while aligning
     lr_align_camera: float = 3e-3  # radians / metres per step while aligning
+    w_align_pose: float = 0.1  # squared pose change while aligning (weak: the fit is what is being corrected;
+    # 0.01 lets one held-out subject's limbs slide into a wrong silhouette match, 1.0 holds the fit's error)
+    w_align_camera: float = 0.1  # squared camera change while aligning
     render_size: Optional[int] = None  # long side of the fitted render, px (CUDA: photo size up to 1024; CPU 256)
     backend: str = "auto"  # render backend: gsplat on CUDA, torch on CPU
     # learning rates (Adam), per group
@@ -97,9 +105,10 @@ class RefineConfig:
         pick = lambda value, on_cuda, on_cpu: int(value if value is not None else (on_cuda if cuda else on_cpu))
         long_side = max(photo_size)
         return dataclasses.replace(
-            self, steps=pick(self.steps, 80, 30), align_steps=pick(self.align_steps, 40, 15),
+            self, steps=pick(self.steps, 80, 30), align_steps=pick(self.align_steps, 80, 40),
             render_size=pick(self.render_size, min(long_side, 1024), min(long_side, 256)),
-            align_size=pick(self.align_size, min(long_side, 256), min(long_side, 128)))
+            align_size=pick(self.align_size, min(long_side, 256), min(long_side, 128)),
+            align_subsample=max(1, pick(self.align_subsample, 1, 4)))
 
 
 @dataclass
@@ -114,6 +123,7 @@ class RefineResult:
         background: ``[3]`` the photo's background colour.
         losses: per step ``{"total", "l1", "dssim", "alpha"}``.
         timings: seconds per stage (``align``, ``project``, ``refine``, ``total``).
+        poser: the :data:`Poser` given to :func:`refine_avatar` (for :func:`render_input_view`).
     """
 
     canonical: Gaussians
@@ -125,6 +135,7 @@ class RefineResult:
     losses: list[dict[str, float]]
     timings: dict[str, float]
     config: RefineConfig
+    poser: Optional[Poser] = None  # how the avatar was posed (None: sigman's skinning, posed_frame)
 
 
 # --- image terms ----------------------------------------------------------------------------------
@@ -208,17 +219,41 @@ def _render_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     return max(8, round(width * scale)), max(8, round(height * scale))
 
 
+def silhouette_subset(canonical: Gaussians, every: int, seed: int = 0) -> tuple[Gaussians, Optional[Tensor]]:
+    """A random ``1 / every`` of the Gaussians with their scales times ``sqrt(every)`` and their indices
+    (``None``: all): about the same silhouette (alpha) for ``every`` times less rasterisation."""
+    if every <= 1:
+        return canonical, None
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    keep = torch.randperm(canonical.num_gaussians, generator=g)[:max(1, canonical.num_gaussians // every)]
+    keep = keep.sort().values.to(canonical.means.device)
+    sub = canonical.select(keep)
+    return sub.with_(scales=sub.scales * every ** 0.5), keep
+
+
+def default_poser(body: BodyModel, rest_joints: Tensor) -> Poser:
+    """sigman's skinning (:func:`posed_frame`) as a :data:`Poser`."""
+    return lambda g, pose, index=None: posed_frame(g, body, rest_joints, pose)
+
+
 def align_to_silhouette(canonical: Gaussians, body: BodyModel, rest_joints: Tensor, pose: SMPLXPose, camera: Camera,
-                        mask: Tensor, config: RefineConfig,
-                        progress: Optional[Callable[[int], None]] = None) -> tuple[SMPLXPose, Camera]:
+                        mask: Tensor, config: RefineConfig, progress: Optional[Callable[[int], None]] = None,
+                        poser: Optional[Poser] = None) -> tuple[SMPLXPose, Camera]:
     """Correct the fit's pose (root + body joints, translation) and camera (rotation, translation, focal) so
     the avatar's alpha matches the person ``mask [H, W]``: ``config.align_steps`` Adam steps on
-    ``|alpha - mask|`` plus the pose / camera regularisers, at ``config.align_size``. The photo's colours
-    are not used (the model's may be wrong), so this is safe before the projection."""
+    ``|alpha - mask|`` plus weak pose / camera priors, coarse to fine (``align_size``, then the last
+    ``align_fine_fraction`` of the steps at ``render_size``), on a random subset of the Gaussians
+    (``align_subsample``). The photo's colours are not used (the model's may be wrong), so this is safe
+    before the projection. ``poser``: as :func:`refine_avatar`'s."""
+    pose_fn = poser or default_poser(body, rest_joints)
     w, h = camera.width, camera.height
-    rw, rh = _render_size(w, h, config.align_size)
-    target = _resize(mask[None], rw, rh)[0]
-    small = scaled_camera(camera, rw, rh)
+    fine_steps = int(round(config.align_steps * config.align_fine_fraction))
+    sizes = [config.align_size] * (config.align_steps - fine_steps) + [config.render_size or config.align_size] * fine_steps
+    targets, cameras = {}, {}
+    for size in set(sizes):
+        rw, rh = _render_size(w, h, size)
+        targets[size] = _resize(mask[None], rw, rh)[0]
+        cameras[size] = scaled_camera(camera, rw, rh)
     joints0 = torch.cat([pose.global_orient, pose.body_pose[0]], dim=0).float()
     transl0 = pose.transl[0].float()
     d_joints = torch.zeros_like(joints0, requires_grad=True)
@@ -235,14 +270,15 @@ def align_to_silhouette(canonical: Gaussians, body: BodyModel, rest_joints: Tens
     if not groups or config.align_steps <= 0:
         return pose, camera
     optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99))
-    solid = canonical.with_(colors=torch.zeros_like(canonical.colors))
-    for step in range(config.align_steps):
+    solid, keep = silhouette_subset(canonical, config.align_subsample or 1)
+    solid = solid.with_(colors=torch.zeros_like(solid.colors))
+    for step, size in enumerate(sizes):
         p = _pose_with(pose, joints0 + d_joints, transl0 + d_transl)
-        out = render(posed_frame(solid, body, rest_joints, p), _camera_with(small, d_rot, d_trans, d_focal),
+        out = render(pose_fn(solid, p, keep), _camera_with(cameras[size], d_rot, d_trans, d_focal),
                      background=None, backend=config.backend)
-        loss = (out.alpha[0, ..., 0] - target).abs().mean()
-        loss = loss + config.w_pose * (d_joints.square().sum() + d_transl.square().sum())
-        loss = loss + config.w_camera * (d_rot.square().sum() + d_trans.square().sum() + d_focal.square().sum())
+        loss = (out.alpha[0, ..., 0] - targets[size]).abs().mean()
+        loss = loss + config.w_align_pose * (d_joints.square().sum() + d_transl.square().sum())
+        loss = loss + config.w_align_camera * (d_rot.square().sum() + d_trans.square().sum() + d_focal.square().sum())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -256,19 +292,23 @@ def align_to_silhouette(canonical: Gaussians, body: BodyModel, rest_joints: Tens
 
 # --- the stage ----------------------------------------------------------------------------------------
 
-def refine_avatar(canonical: Gaussians, body: BodyModel, template: UVTemplate, rest_joints: Tensor,
+def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTemplate, AvatarSurface], rest_joints: Tensor,
                   shape: Optional[Tensor], pose: SMPLXPose, camera: Camera, photo, mask,
-                  config: RefineConfig = RefineConfig(), progress: Optional[ProgressFn] = None) -> RefineResult:
+                  config: RefineConfig = RefineConfig(), progress: Optional[ProgressFn] = None,
+                  poser: Optional[Poser] = None) -> RefineResult:
     """Make the photo's seen side the avatar's.
 
     Args:
         canonical: the VAE's canonical Gaussians ``[N, ...]`` (one per texel of ``template``, with skin weights).
-        body: the body model; template: the UV template the Gaussians live on.
+        body: the body model; template: the UV template the Gaussians live on, or an :class:`AvatarSurface`
+            (e.g. the release's, :func:`sigman.official.surface.release_surface`).
         rest_joints: ``[J, 3]`` the subject's canonical joints (from the decode at ``shape``).
         shape: ``[1, S]`` the fitted body shape (``None``: the default shape), the one the Gaussians were decoded on.
         pose: the fitted pose (frame 0 is used); camera: the fitted camera (one view) at the photo's size.
         photo: ``[H, W, 3]`` RGB (uint8, or float in [0, 1]); mask: ``[H, W]`` person mask in [0, 1].
         config: :class:`RefineConfig`; progress: ``progress(fraction, stage)``.
+        poser: ``poser(canonical, one-frame pose, index)`` (:data:`Poser`), differentiable (default: sigman's
+            skinning, :func:`posed_frame`; the release's template poses its own way).
     Returns:
         :class:`RefineResult`.
     """
@@ -291,6 +331,8 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: UVTemplate, r
     if canonical.skin_weights is None:
         raise ValueError("the canonical Gaussians need skin weights (build them from the UV template)")
     canonical = canonical.detach().to(torch.float32)
+    surface = as_surface(template).to(device)
+    pose_fn = poser or default_poser(body, rest_joints)
     timings: dict[str, float] = {}
 
     # 1. alignment of the fit to the person's silhouette, then the projection
@@ -298,13 +340,14 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: UVTemplate, r
     if cfg.align_steps > 0:
         report(0.0, "aligning the body to the photo")
         pose, camera = align_to_silhouette(canonical, body, rest_joints, pose, camera, mask_t, cfg,
-                                           lambda i: report(i / total_steps, f"aligning {i}/{cfg.align_steps}"))
+                                           lambda i: report(i / total_steps, f"aligning {i}/{cfg.align_steps}"),
+                                           poser=pose_fn)
     timings["align"] = time.perf_counter() - start
     report(cfg.align_steps / total_steps, "projecting the photo")
     with torch.no_grad():
         posed_vertices = body(pose, None if shape is None else shape.to(device)).vertices[0]
-        posed = posed_frame(canonical, body, rest_joints, pose)
-    projection = project_photo(template, posed_vertices, posed, photo_t, mask_t, camera, cfg.projection)
+        posed = pose_fn(canonical, pose, None)
+    projection = project_photo(surface, posed_vertices, posed, photo_t, mask_t, camera, cfg.projection)
     colors0 = match_unseen_colors(projection.colors, canonical.colors, projection.weight, canonical.means, cfg.projection)
     projected = canonical.with_(colors=colors0)
     background = background_color(photo_t, mask_t)
@@ -312,7 +355,7 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: UVTemplate, r
     if cfg.steps <= 0:
         timings["refine"], timings["total"] = 0.0, time.perf_counter() - start
         report(1.0, "done")
-        return RefineResult(projected, projected, pose, camera, projection, background, [], timings, cfg)
+        return RefineResult(projected, projected, pose, camera, projection, background, [], timings, cfg, poser)
 
     # 2. refinement, on the Gaussians facing the camera, at the render size
     tick = time.perf_counter()
@@ -325,10 +368,10 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: UVTemplate, r
     sub = projected.select(active)
     trust = projection.weight[active]
     keep_weight = 1.0 - trust
-    footprint = template.footprints.to(device)[active]
+    footprint = surface.footprints.to(device)[active]
     lookup = torch.full((canonical.num_gaussians,), -1, dtype=torch.long, device=device)
     lookup[active] = torch.arange(active.numel(), device=device)
-    pairs = lookup[uv_neighbour_pairs(template.to(device))]
+    pairs = lookup[surface.neighbour_pairs]
     pairs = pairs[(pairs >= 0).all(dim=-1)]
 
     d_color = torch.zeros_like(sub.colors, requires_grad=True)
@@ -366,7 +409,7 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: UVTemplate, r
     for step in range(cfg.steps):
         g, p = current()
         cam = _camera_with(render_camera, d_cam_rot, d_cam_trans, d_log_focal)
-        out = render(posed_frame(g, body, rest_joints, p), cam, background=bg, backend=cfg.backend)
+        out = render(pose_fn(g, p, active), cam, background=bg, backend=cfg.backend)
         rgb = out.rgb[0].permute(2, 0, 1)  # [3, rh, rw]
         alpha = out.alpha[0].permute(2, 0, 1)
         l1 = (rgb - target).abs().mean()
@@ -402,16 +445,19 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: UVTemplate, r
     timings["refine"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - start
     report(1.0, "done")
-    return RefineResult(refined, projected, p, final_camera, projection, background, losses, timings, cfg)
+    return RefineResult(refined, projected, p, final_camera, projection, background, losses, timings, cfg, poser)
 
 
 @torch.no_grad()
 def render_input_view(canonical: Gaussians, body: BodyModel, rest_joints: Tensor, pose: SMPLXPose, camera: Camera,
-                      background=(1.0, 1.0, 1.0), backend: str = "auto") -> np.ndarray:
+                      background=(1.0, 1.0, 1.0), backend: str = "auto", poser: Optional[Poser] = None) -> np.ndarray:
     """The avatar in the photo's (fitted) pose, from the photo's (fitted) camera, at the camera's image
     size and framing, on ``background`` (RGB in [0, 1], e.g. :attr:`RefineResult.background`): uint8
-    ``[H, W, 3]``, the picture to hold against the photo."""
+    ``[H, W, 3]``, the picture to hold against the photo. ``poser``: as :func:`refine_avatar`'s."""
     device = canonical.means.device
-    posed = posed_frame(canonical.to(torch.float32), body, rest_joints.to(device), pose.frame(0).to(device))
+    if poser is not None:
+        posed = poser(canonical.to(torch.float32), pose.frame(0).to(device), None)
+    else:
+        posed = posed_frame(canonical.to(torch.float32), body, rest_joints.to(device), pose.frame(0).to(device))
     bg = tuple(float(v) for v in torch.as_tensor(background).reshape(3))
     return render(posed, camera.to(device=device, dtype=torch.float32), background=bg, backend=backend).images()[0]

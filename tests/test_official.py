@@ -375,3 +375,85 @@ def test_amass_convention_declared_axis_and_override(tmp_path):
         load_pose(tmp_path / "bad.npz")
     with pytest.raises(ValueError, match="up_axis must be one of"):
         load_pose(tmp_path / "declared.npz", up_axis="up")
+
+
+# --- the photo refinement on the release's template ---------------------------------------------
+
+def test_release_poser_poses_as_the_release_and_takes_subsets(release_pipe):
+    from sigman.official.surface import release_poser, release_surface
+    from sigman.presets import resolve_pose
+
+    pipe, head = release_pipe, release_pipe.release
+    latents = torch.randn(1, *pipe.vae.config.latent_shape, generator=torch.Generator().manual_seed(7))
+    canonical, rest_joints = head.canonical(head.decode(pipe.vae, latents))
+    pose = resolve_pose("waving").frame(0)
+    poser = release_poser(head, canonical, rest_joints, pose)
+    want = head.pose(canonical, pose, rest_joints)
+    got = poser(canonical, pose, None)
+    torch.testing.assert_close(got.means, want.means[0])
+    torch.testing.assert_close(got.quats, want.quats[0])
+    torch.testing.assert_close(got.scales, want.scales[0])
+    index = torch.arange(0, canonical.num_gaussians, 3)
+    part = poser(canonical.select(index), pose, index)
+    torch.testing.assert_close(part.means, got.means[index])
+    torch.testing.assert_close(part.scales, got.scales[index])
+    # differentiable in the pose (the refinement moves it)
+    joints = torch.zeros(22, 3, requires_grad=True)
+    moved = poser(canonical, dataclasses_replace_body(pose, joints), None)
+    moved.means.sum().backward()
+    assert joints.grad is not None and joints.grad.abs().sum() > 0
+    surface = release_surface(head, canonical)
+    n = canonical.num_gaussians
+    assert surface.footprints.shape == (n,) and torch.all(surface.footprints > 0)
+    pairs = surface.neighbour_pairs
+    assert pairs.shape[1] == 2 and torch.all(pairs[:, 0] < pairs[:, 1]) and int(pairs.max()) < n
+    normals = surface.point_normals(pipe.body(pose).vertices)
+    torch.testing.assert_close(normals.norm(dim=-1), torch.ones(n))
+
+
+def dataclasses_replace_body(pose, joints):
+    import dataclasses
+
+    return dataclasses.replace(pose, global_orient=pose.global_orient + joints[None, 0],
+                               body_pose=pose.body_pose + joints[None, 1:])
+
+
+def test_release_pipeline_refines_towards_the_photo(release_pipe):
+    """The refinement on the release's template: a photo of the avatar in other colours, from a known
+    camera; the refined avatar (posed as the release poses) is closer to the photo than the raw one."""
+    from types import SimpleNamespace
+
+    from sigman.refine import RefineConfig, render_input_view
+    from sigman.render import fit_orbit_to_points, render
+
+    pipe = release_pipe
+    img = np.full((96, 64, 4), 255, np.uint8)
+    img[..., 3] = 0
+    img[10:90, 20:44] = (180, 40, 40, 255)
+    out = pipe(img, "a_pose", num_views=1, render_size=32)
+    canonical = out.canonical
+    stripes = torch.stack([0.5 + 0.45 * torch.sin(canonical.means[:, 1] * 20),
+                           0.5 + 0.45 * torch.cos(canonical.means[:, 0] * 25),
+                           torch.full_like(canonical.means[:, 0], 0.3)], dim=-1)
+    truth = canonical.with_(colors=stripes, opacities=torch.full_like(canonical.opacities, 0.95))
+    posed = pipe.pose_gaussians(truth, out.rest_joints, out.pose)
+    first = posed.with_(means=posed.means[0], quats=posed.quats[0], scales=posed.scales[0],
+                        opacities=posed.opacities[0], colors=posed.colors[0])
+    camera = fit_orbit_to_points(first.means, 1, width=64, height=64)
+    shot = render(first, camera, background=(1.0, 1.0, 1.0))
+    photo, mask = shot.rgb[0], shot.alpha[0, ..., 0]
+    fit = SimpleNamespace(pose=out.pose, shape=None, camera=camera)
+    config = RefineConfig(steps=8, align_steps=2, render_size=64, align_size=32, lr_color=0.05)
+    refined = pipe.refine(out, photo, mask, fit, config, num_views=1, render_size=32)
+    r = refined.refinement
+    assert r is not None and r.poser is not None and refined.raw_canonical is out.canonical
+    assert float(r.projection.weight.max()) > 0.5  # the camera saw part of the avatar
+
+    def error(g, pose, cam):
+        image = render_input_view(g, pipe.body, out.rest_joints, pose, cam, (1.0, 1.0, 1.0), poser=r.poser)
+        return float((torch.from_numpy(image).float() / 255 - photo).abs().mean())
+
+    raw = error(out.canonical, fit.pose, camera)
+    assert error(r.projected, fit.pose, camera) < raw
+    assert error(refined.canonical, r.pose, r.camera) < 0.8 * raw
+    torch.testing.assert_close(refined.posed.means, pipe.pose_gaussians(refined.canonical, out.rest_joints, out.pose).means)

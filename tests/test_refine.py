@@ -16,7 +16,8 @@ from sigman.photo_projection import (
     uv_neighbour_pairs,
 )
 from sigman.pose import SMPLXPose
-from sigman.refine import RefineConfig, posed_frame, refine_avatar, render_input_view
+from sigman.refine import (RefineConfig, align_to_silhouette, posed_frame, refine_avatar, render_input_view,
+                           silhouette_subset)
 from sigman.render import Camera, look_at, intrinsics_from_fov, render
 
 SIZE = 96
@@ -120,3 +121,44 @@ def test_refinement_fits_the_photo_and_recovers_a_perturbed_camera(scene):
     before = (off.viewmats[0, :3, 3] - cam.viewmats[0, :3, 3]).norm()
     after = (result.camera.viewmats[0, :3, 3] - cam.viewmats[0, :3, 3]).norm()
     assert moved > 0 and after < before
+
+
+def _pixels(g, camera):
+    vm, K = camera.viewmats[0], camera.Ks[0]
+    local = g.means @ vm[:3, :3].T + vm[:3, 3]
+    return torch.stack([K[0, 0] * local[:, 0] / local[:, 2] + K[0, 2], K[1, 1] * local[:, 1] / local[:, 2] + K[1, 2]], -1)
+
+
+def test_silhouette_subset_keeps_the_silhouette(scene):
+    full = render(scene["posed"], scene["camera"], background=None).alpha[0, ..., 0]
+    sub, keep = silhouette_subset(scene["posed"], 4)
+    assert keep.numel() == scene["posed"].num_gaussians // 4 and torch.equal(sub.means, scene["posed"].means[keep])
+    alpha = render(sub, scene["camera"], background=None).alpha[0, ..., 0]
+    assert float((alpha - full).abs().mean()) < 0.03 and float((alpha - full).abs().mean()) > 0
+    assert silhouette_subset(scene["posed"], 1)[1] is None
+
+
+def test_alignment_corrects_a_bent_arm(scene):
+    """The fit's left shoulder 0.3 rad off: the silhouette alignment (pose only) moves the arm back to the photo's."""
+    import dataclasses
+
+    off = dataclasses.replace(scene["pose"], body_pose=scene["pose"].body_pose.clone())
+    off.body_pose[0, 15, 2] += 0.3
+    truth = _pixels(scene["posed"], scene["camera"])
+
+    def per_gaussian(pose):
+        return (_pixels(posed_frame(scene["model"], scene["body"], scene["rest_joints"], pose), scene["camera"])
+                - truth).norm(dim=-1)
+
+    arm = per_gaussian(off) > 1.0  # the Gaussians the wrong shoulder moved by over a pixel
+
+    def error(pose):
+        return float(per_gaussian(pose)[arm].mean())
+
+    before = error(off)
+    assert int(arm.sum()) > 50 and before > 2.0
+    config = RefineConfig(steps=0, align_steps=10, align_size=64, render_size=96, align_subsample=4, lr_align_pose=0.04,
+                          align_fine_fraction=0.3, optimize_camera=False).resolved("cpu", (SIZE, SIZE))
+    pose, _ = align_to_silhouette(scene["model"], scene["body"], scene["rest_joints"], off, scene["camera"],
+                                  scene["mask"], config)
+    assert error(pose) < 0.3 * before  # 4.4 px before

@@ -147,13 +147,20 @@ class ReleaseGaussianHead:
         the posed centres (per frame) instead of the canonical ones."""
         pose = pose.to(canonical.means.device)
         t = pose.num_frames
-        transforms, _ = self.body.pose_transforms(pose, rest_joints)  # [T, J, 4, 4]
-        weights = canonical.skin_weights
-        blended = blend_transforms(weights, transforms)  # [T, N, 3, 4]
-        points = canonical.means + self.blend_shape_offsets(pose, None)  # [T, N, 3]
-        means = _apply(blended, points)
-        quats = quat_multiply(blend_rotations(weights, transforms[..., :3, :3]), canonical.quats)
+        means, quats = self.skin(canonical, pose, rest_joints)
         factor = canonical.scales / release_spacing(canonical.means)[..., None].to(canonical.scales)
         scales = factor * release_spacing(means)[..., None].to(means)
         return Gaussians(means=means, quats=quats, scales=scales, opacities=canonical.opacities.expand(t, -1),
-                         colors=canonical.colors.expand(t, -1, -1), skin_weights=weights)
+                         colors=canonical.colors.expand(t, -1, -1), skin_weights=canonical.skin_weights)
+
+    def skin(self, canonical: Gaussians, pose: SMPLXPose, rest_joints: Tensor,
+             index: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """Posed centres and rotations ``[T, M, 3]``, ``[T, M, 4]`` of :meth:`pose` (no scales), differentiable;
+        ``canonical`` may hold only the points ``index [M]`` of the template's ``N`` (``None``: all)."""
+        transforms, _ = self.body.pose_transforms(pose, rest_joints)  # [T, J, 4, 4]
+        weights = canonical.skin_weights
+        blended = blend_transforms(weights, transforms)  # [T, M, 3, 4]
+        offsets = self.blend_shape_offsets(pose, None)  # [T, N, 3]
+        points = canonical.means + (offsets if index is None else offsets[:, index])
+        quats = quat_multiply(blend_rotations(weights, transforms[..., :3, :3]), canonical.quats)
+        return _apply(blended, points), quats
