@@ -43,3 +43,18 @@ def random_pose(num_frames: int = 1, scale: float = 0.4, seed: int = 0):
     pose.right_hand_pose = (torch.rand(num_frames, 15, 3, generator=g) - 0.5) * 2 * scale
     pose.transl = torch.rand(num_frames, 3, generator=g) - 0.5
     return pose
+
+
+def no_anny():
+    """Stands in for anny's loader: what a machine without the anny package raises."""
+    raise ImportError("No module named 'anny'", name="anny")
+
+
+@pytest.fixture(scope="session")
+def bank_path(anny_body, tmp_path_factory):
+    """A 4-body shape bank (as the GPU machine, which has no anny, uses)."""
+    from sigman.body.shape_bank import make_shape_bank
+
+    path = tmp_path_factory.mktemp("bank") / "bank.npz"
+    make_shape_bank(path, count=4, seed=3, body=anny_body)
+    return path

@@ -16,25 +16,13 @@ from sigman.data.dataset import DatasetConfig, SeedDataset, condition_image, sub
 from sigman.data.stream import StreamConfig, SyntheticStream
 from sigman.data.synthetic import SyntheticConfig, SyntheticGenerator
 from sigman.data.uv_projection import ProjectionConfig
+from conftest import no_anny  # noqa: E402
 
 SYNTH = SyntheticConfig(views=4, image_size=32, uv_resolution=16, render_uv_resolution=16, elevations_deg=(0.0,),
                         batch_size=2, writer_threads=2, projection=ProjectionConfig(zbuffer_size=32))
 STREAM = StreamConfig(num_input_views=2, input_size=32, num_target_views=1, render_size=32, projection_views=2,
                       uv_resolution=16, condition_size=16, condition_render_size=32, mask_edge_px=1,
                       mask_error_prob=1.0)
-
-
-def no_anny():
-    raise ImportError("No module named 'anny'", name="anny")
-
-
-@pytest.fixture(scope="module")
-def bank_path(anny_body, tmp_path_factory):
-    from sigman.body.shape_bank import make_shape_bank
-
-    path = tmp_path_factory.mktemp("bank") / "bank.npz"
-    make_shape_bank(path, count=4, seed=3, body=anny_body)
-    return path
 
 
 @pytest.fixture(scope="module")

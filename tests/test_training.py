@@ -18,22 +18,10 @@ from train import train_dit, train_vae
 from train.common import EMA, StreamBatchSampler, add_config_arguments, config_from_args, lr_multiplier
 from train.export_demo import ExportError, export
 from train.losses import head_point_index, region_pixel_mask, ssim
+from conftest import no_anny  # noqa: E402
 
 SYNTH = SyntheticConfig(views=4, image_size=64, uv_resolution=64, render_uv_resolution=64, elevations_deg=(0.0,),
                         batch_size=3, writer_threads=2, projection=ProjectionConfig(zbuffer_size=128))
-
-
-def no_anny():
-    raise ImportError("No module named 'anny'", name="anny")
-
-
-@pytest.fixture(scope="module")
-def bank_path(anny_body, tmp_path_factory):
-    from sigman.body.shape_bank import make_shape_bank
-
-    path = tmp_path_factory.mktemp("bank") / "bank.npz"
-    make_shape_bank(path, count=4, seed=3, body=anny_body)
-    return path
 
 
 @pytest.fixture(scope="module")
