@@ -1,11 +1,12 @@
-"""Writing files so that a reader never sees half of one: write beside the target, then rename."""
+"""Cache files: written so that a reader never sees half of one (write beside the target, then
+rename), and read back so that a corrupt one is rebuilt rather than trusted."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -25,3 +26,16 @@ def atomic_savez(path: Union[str, Path], arrays: dict[str, np.ndarray], compress
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def read_npz_cache(path: Union[str, Path]) -> Optional[dict[str, np.ndarray]]:
+    """The arrays of the cache file ``path``, or ``None`` when it is missing or unreadable (the caller
+    rebuilds it)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except Exception:  # noqa: BLE001 - a corrupt cache is rebuilt, never trusted
+        return None

@@ -32,26 +32,25 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def int_in(low: int, high: int) -> Callable[[str], int]:
-    """An argparse ``type``: a whole number in ``[low, high]``."""
-    def parse(text: str) -> int:
+def _ranged(check: Callable, low, high, name: str) -> Callable[[str], float]:
+    """An argparse ``type`` running one of :mod:`sigman.settings`' checks, its message made argparse's."""
+    def parse(text: str):
         try:
-            return check_int("value", text, low, high)
+            return check("value", text, low, high)
         except SettingError as err:
             raise argparse.ArgumentTypeError(str(err).replace("value ", "", 1)) from None
-    parse.__name__ = f"int in [{low}, {high}]"
+    parse.__name__ = name
     return parse
+
+
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number in ``[low, high]``."""
+    return _ranged(check_int, low, high, f"int in [{low}, {high}]")
 
 
 def float_in(low: float, high: float) -> Callable[[str], float]:
     """An argparse ``type``: a finite number in ``[low, high]``."""
-    def parse(text: str) -> float:
-        try:
-            return check_float("value", text, low, high)
-        except SettingError as err:
-            raise argparse.ArgumentTypeError(str(err).replace("value ", "", 1)) from None
-    parse.__name__ = f"number in [{low:g}, {high:g}]"
-    return parse
+    return _ranged(check_float, low, high, f"number in [{low:g}, {high:g}]")
 
 
 def writable_folder(path: Path, what: str = "--out") -> Path:

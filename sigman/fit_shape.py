@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sigman.atomic import atomic_savez
+from sigman.atomic import atomic_savez, read_npz_cache
 from sigman.body.base import BodyModel
 from sigman.paths import cache_dir
 
@@ -91,13 +91,8 @@ def build_shape_basis(body: BodyModel, config=None, step: float = 0.15, cache: b
     if body.name == "anny":
         key = hashlib.sha1(base_v.cpu().numpy().tobytes() + str((index, step)).encode()).hexdigest()[:12]
         path = cache_dir() / "fit" / f"anny_shape_basis_{key}.npz"
-        arrays = None
-        if cache and path.is_file():
-            try:
-                with np.load(path, allow_pickle=False) as data:
-                    arrays = {n: torch.from_numpy(data[n]) for n in data.files}
-            except Exception:  # a corrupt cache is rebuilt
-                arrays = None
+        cached = read_npz_cache(path) if cache else None
+        arrays = None if cached is None else {n: torch.from_numpy(a) for n, a in cached.items()}
         if arrays is None:
             shapes = centre.expand(2 * k, -1).clone()
             for i, s in enumerate(index):

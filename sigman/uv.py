@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from sigman.atomic import atomic_savez
+from sigman.atomic import atomic_savez, read_npz_cache
 import torch
 from torch import Tensor
 
@@ -155,13 +155,7 @@ def build_uv_template(body: BodyModel, resolution: int, cache: bool = True,
     if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
         raise ValueError(f"UV resolution must be in [{MIN_RESOLUTION}, {MAX_RESOLUTION}], got {resolution}")
     path = (cache_folder or cache_dir() / "uv") / f"{_topology_key(body, resolution)}.npz"
-    arrays = None
-    if cache and path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except Exception:
-            arrays = None  # corrupt cache: rebuild
+    arrays = read_npz_cache(path) if cache else None
     if arrays is None:
         texel, face, bary = rasterize_uv_layout(body.uvs.cpu().double().numpy(), body.face_uvs.cpu().numpy(), resolution)
         arrays = {"texel_index": texel, "face_index": face, "barycentric": bary.astype(np.float32)}

@@ -58,3 +58,14 @@ def test_maps_round_trip(uv64):
 def test_resolution_bounds(anny_body):
     with pytest.raises(ValueError, match="UV resolution"):
         build_uv_template(anny_body, 8)
+
+
+def test_read_npz_cache_returns_none_for_missing_or_corrupt_files(tmp_path):
+    from sigman.atomic import atomic_savez, read_npz_cache
+
+    assert read_npz_cache(tmp_path / "missing.npz") is None
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    assert read_npz_cache(bad) is None
+    good = atomic_savez(tmp_path / "good.npz", {"a": np.arange(3)})
+    assert np.array_equal(read_npz_cache(good)["a"], np.arange(3))

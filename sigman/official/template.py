@@ -47,7 +47,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from sigman.atomic import atomic_savez
+from sigman.atomic import atomic_savez, read_npz_cache
 import torch
 from torch import Tensor
 
@@ -396,13 +396,7 @@ def build_release_template(folder: Union[str, Path, None] = None, cache: bool = 
     cached under :func:`~sigman.paths.cache_dir` keyed by the files' contents."""
     paths = find_template_files(folder)
     path = (cache_folder or cache_dir() / "release_template") / f"template_{_files_key(paths, mouth_inner_faces)}.npz"
-    arrays = None
-    if cache and path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError):
-            arrays = None  # a corrupt cache is rebuilt
+    arrays = read_npz_cache(path) if cache else None
     if arrays is None:
         arrays = template_arrays(paths, mouth_inner_faces)
         if cache:
