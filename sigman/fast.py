@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sigman.fast_fp8 import fp8_linear, fp8_matmul_supported, quantize_weight
 from sigman.gaussians import Gaussians
 from sigman.models.attention import attention, rotary_2d_frequencies
 from sigman.models.dit import DiTBlock, SigmanDiT, timestep_sinusoids
@@ -105,6 +106,7 @@ class BlockStatics:
     norm_eps: float
     qk_norm_eps: float
     attention_backend: str
+    fp8_matmul: bool = False  # FP8 matrices go through torch._scaled_mm (else the emulated product)
 
 
 BlockWeights = Tuple[Optional[Tensor], ...]  # see block_weights() for the order
@@ -133,8 +135,6 @@ _FP8_SLOTS = (4, 14, 20, 22)  # fused q/k/v, attention output, MLP in, MLP out
 def fp8_block_weights(weights: BlockWeights) -> BlockWeights:
     """:func:`block_weights` with the four large matrices in e4m3 and their row scales appended
     (:func:`sigman.fast_fp8.quantize_weight`; needs the fused q/k/v weight)."""
-    from sigman.fast_fp8 import quantize_weight
-
     if weights[4] is None:
         raise ValueError("FP8 needs the fused q/k/v weight (FastOptions(fuse_qkv=True))")
     out, scales = list(weights), []
@@ -144,12 +144,10 @@ def fp8_block_weights(weights: BlockWeights) -> BlockWeights:
     return tuple(out) + tuple(scales)
 
 
-def _linear(x: Tensor, w: Tensor, b: Optional[Tensor], fp8_scale: Optional[Tensor]) -> Tensor:
+def _linear(x: Tensor, w: Tensor, b: Optional[Tensor], fp8_scale: Optional[Tensor], fp8_matmul: bool) -> Tensor:
     if fp8_scale is None:
         return F.linear(x, w, b)
-    from sigman.fast_fp8 import fp8_linear
-
-    return fp8_linear(x, w, fp8_scale, b)
+    return fp8_linear(x, w, fp8_scale, b, fp8_matmul)
 
 
 def _expert_modulate(x: Tensor, temb_silu: Tensor, lin_w: Tensor, lin_b: Optional[Tensor], ln_w: Optional[Tensor],
@@ -197,18 +195,19 @@ def fast_block(x: Tensor, temb_silu: Tensor, cos: Tensor, sin: Tensor, s: BlockS
     m = s.num_condition
     h, c_gate, gate = _expert_modulate(x, temb_silu, n1_w, n1_b, ln1_w, ln1_b, s.norm_eps, m)
     if qkv_w is not None:
-        q, k, v = _linear(h, qkv_w, qkv_b, qkv_s).view(b, length, 3, s.num_heads, s.head_dim).unbind(2)
+        q, k, v = _linear(h, qkv_w, qkv_b, qkv_s, s.fp8_matmul).view(b, length, 3, s.num_heads, s.head_dim).unbind(2)
     else:
         q, k, v = (F.linear(h, pw, pb).view(b, length, s.num_heads, s.head_dim)
                    for pw, pb in ((q_w, q_b), (k_w, k_b), (v_w, v_b)))
     q = _rms_rope(q, nq_w, s.qk_norm_eps, cos, sin)
     k = _rms_rope(k, nk_w, s.qk_norm_eps, cos, sin)
     out = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), s.attention_backend)  # [B, H, L, hd]
-    out = _linear(out.transpose(1, 2).reshape(b, length, s.num_heads * s.head_dim), o_w, o_b, o_s)
+    out = _linear(out.transpose(1, 2).reshape(b, length, s.num_heads * s.head_dim), o_w, o_b, o_s, s.fp8_matmul)
     x = _gated_residual(x, out, c_gate, gate, m)
 
     h, c_gate, gate = _expert_modulate(x, temb_silu, n2_w, n2_b, ln2_w, ln2_b, s.norm_eps, m)
-    ff = _linear(F.gelu(_linear(h, f1_w, f1_b, f1_s), approximate="tanh"), f2_w, f2_b, f2_s)
+    ff = _linear(F.gelu(_linear(h, f1_w, f1_b, f1_s, s.fp8_matmul), approximate="tanh"), f2_w, f2_b, f2_s,
+               s.fp8_matmul)
     return _gated_residual(x, ff, c_gate, gate, m)
 
 
@@ -345,7 +344,9 @@ class FastDiT(nn.Module):
     def _block_statics(self, m: int) -> BlockStatics:
         if m not in self._statics:
             c = self.dit.config
-            self._statics[m] = BlockStatics(m, c.num_heads, c.head_dim, c.norm_eps, c.qk_norm_eps, c.attention_backend)
+            fp8_matmul = self.options.fp8 and fp8_matmul_supported(next(self.dit.parameters()).device)
+            self._statics[m] = BlockStatics(m, c.num_heads, c.head_dim, c.norm_eps, c.qk_norm_eps, c.attention_backend,
+                                            fp8_matmul)
         return self._statics[m]
 
     # --- forward ---------------------------------------------------------------------------

@@ -45,11 +45,13 @@ def quantize_weight(weight: Tensor) -> Tuple[Tensor, Tensor]:
     return w_fp8.contiguous(), scale.reshape(1, -1).contiguous()
 
 
-def fp8_linear(x: Tensor, w_fp8: Tensor, w_scale: Tensor, bias: Optional[Tensor] = None) -> Tensor:
-    """``x wᵀ + bias`` with both operands in e4m3 (see the module docstring)."""
+def fp8_linear(x: Tensor, w_fp8: Tensor, w_scale: Tensor, bias: Optional[Tensor] = None,
+               fp8_matmul: Optional[bool] = None) -> Tensor:
+    """``x wᵀ + bias`` with both operands in e4m3 (see the module docstring). ``fp8_matmul``: use
+    ``torch._scaled_mm`` (``None``: where :func:`fp8_matmul_supported`; callers in a hot loop decide once)."""
     lead, k = x.shape[:-1], x.shape[-1]
     x_fp8, x_scale = quantize_rows(x.reshape(-1, k))
-    if fp8_matmul_supported(x.device):
+    if fp8_matmul_supported(x.device) if fp8_matmul is None else fp8_matmul:
         out = torch._scaled_mm(x_fp8, w_fp8.t(), scale_a=x_scale, scale_b=w_scale, out_dtype=torch.bfloat16)
         out = out.to(x.dtype)
     else:  # the same quantized product, in float32
