@@ -97,13 +97,19 @@ def subject_centre(viewmats: Tensor) -> Tensor:
     return (torch.linalg.pinv(a) @ b)[:, 0].float()
 
 
+def facing_yaw(global_orient: Tensor) -> Tensor:
+    """Azimuth ``[B]`` (0 at +Z, turning towards +X) of the horizontal direction bodies face: their
+    +Z turned by ``global_orient [B, 3]``; +Z for a body lying face up or down."""
+    forward = roma.rotvec_to_rotmat(global_orient.double())[..., :, 2]
+    yaw = torch.atan2(forward[..., 0], forward[..., 2])
+    flat = forward[..., [0, 2]].norm(dim=-1) < 1e-6
+    return torch.where(flat, torch.zeros_like(yaw), yaw).float()
+
+
 def facing_direction(pose: SMPLXPose) -> Tensor:
     """Horizontal unit vector the body faces (its +Z turned by ``global_orient``). ``[3]``."""
-    forward = roma.rotvec_to_rotmat(pose.global_orient[0].double())[:, 2]
-    forward = torch.stack([forward[0], torch.zeros_like(forward[1]), forward[2]])
-    if forward.norm() < 1e-6:  # lying face up/down: fall back to +Z
-        forward = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
-    return (forward / forward.norm()).float()
+    yaw = facing_yaw(pose.global_orient[:1])[0]
+    return torch.stack([torch.sin(yaw), torch.zeros_like(yaw), torch.cos(yaw)])
 
 
 def orbit_views(viewmats: Tensor, facing: Tensor, count: int) -> list[int]:

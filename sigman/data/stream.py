@@ -42,13 +42,12 @@ from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 import numpy as np
-import roma
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from sigman.data.appearance import sample_appearance
-from sigman.data.dataset import square_crop
+from sigman.data.dataset import facing_yaw, square_crop
 from sigman.data.synthetic import SyntheticConfig, SyntheticGenerator, camera_rig, sample_phenotype, sample_pose
 from sigman.data.uv_projection import project_to_uv
 from sigman.pose import SMPLXPose
@@ -108,15 +107,6 @@ def _eyes(azimuth: Tensor, elevation: Tensor, distance: Tensor) -> Tensor:
     """Camera centres ``[..., 3]`` around the origin; azimuth 0 is +Z, turning towards +X."""
     ce = torch.cos(elevation)
     return torch.stack([ce * torch.sin(azimuth), torch.sin(elevation), ce * torch.cos(azimuth)], dim=-1) * distance[..., None]
-
-
-def facing_yaw(global_orient: Tensor) -> Tensor:
-    """Azimuth ``[B]`` of the horizontal direction bodies face (their +Z turned by ``global_orient [B, 3]``),
-    as :func:`sigman.data.dataset.facing_direction`."""
-    forward = roma.rotvec_to_rotmat(global_orient.double())[..., :, 2]
-    yaw = torch.atan2(forward[..., 0], forward[..., 2])
-    flat = forward[..., [0, 2]].norm(dim=-1) < 1e-6  # lying face up/down: +Z
-    return torch.where(flat, torch.zeros_like(yaw), yaw).float()
 
 
 def _box(mask: Tensor) -> Tensor:
