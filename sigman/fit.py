@@ -60,6 +60,7 @@ import roma
 import torch
 from torch import Tensor
 
+from sigman.adam import Adam
 from sigman.body.base import BodyModel
 from sigman.body.markers import BodyMarkers, body_markers
 from sigman.fit_init import CAMERA_ROTATION, default_focal, initial_root_rotation, orientation_candidates  # noqa: F401
@@ -512,7 +513,7 @@ def _run(model: _Model, params: _Params, t: _Targets, config: FitConfig, steps: 
          silhouette: bool, warm: Optional[Tensor], sequence: bool = True) -> None:
     if steps <= 0:
         return
-    opt = torch.optim.Adam(groups)
+    opt = Adam(groups)
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
         loss, _, _ = _evaluate(model, params, t, config, silhouette, warm, sequence)

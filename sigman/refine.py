@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sigman.adam import Adam
 from sigman.body.base import BodyModel
 from sigman.gaussians import Gaussians, repose
 from sigman.photo_projection import (
@@ -269,7 +270,7 @@ def align_to_silhouette(canonical: Gaussians, body: BodyModel, rest_joints: Tens
                    {"params": [d_focal], "lr": config.lr_align_camera}]
     if not groups or config.align_steps <= 0:
         return pose, camera
-    optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99))
+    optimizer = Adam(groups, betas=(0.9, 0.99))
     solid, keep = silhouette_subset(canonical, config.align_subsample or 1)
     solid = solid.with_(colors=torch.zeros_like(solid.colors))
     for step, size in enumerate(sizes):
@@ -394,7 +395,7 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
         groups += [{"params": [d_cam_rot], "lr": cfg.lr_camera_rotation},
                    {"params": [d_cam_trans], "lr": cfg.lr_camera_translation},
                    {"params": [d_log_focal], "lr": cfg.lr_focal}]
-    optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99))
+    optimizer = Adam(groups, betas=(0.9, 0.99))
     logit0 = torch.logit(sub.opacities.clamp(1e-4, 1 - 1e-4))
     transl0 = pose.transl[0].float()
     bg = tuple(float(v) for v in background)
