@@ -12,7 +12,11 @@ with the *true* camera, pose and shape in place of a body fit (``--perturb-camer
 ``--perturb-pose-deg`` disturb them, as an imperfect fit would). Both avatars are rendered with the
 true pose at the true cameras and compared with the true images inside the true masks;
 ``refined_own_fit`` is the refined avatar at the refinement's own fitted pose and camera, at the input view
-only: the picture the user holds against the photo (``input_view.png``).
+only: the picture the user holds against the photo (``input_view.png``); ``raw_own_fit`` the raw avatar at
+the fit's pose and camera (what ``--no-refine`` would show there). ``--fit estimated`` replaces the true
+camera, pose and shape by the pipeline's own MediaPipe observation and body fit of the photo's RGB (its
+mask found by MediaPipe, as for a user's photo); the "true pose" rows then pose an avatar built on the
+fitted shape.
 """
 
 from __future__ import annotations
@@ -74,9 +78,32 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--grid-items", type=int, default=4)
     parser.add_argument("--view-stride", type=int, default=0,
                         help="target views every STRIDE views round from the input view (0: --views decides)")
+    parser.add_argument("--fit", choices=("true", "estimated"), default="true",
+                        help="true: the item's camera, pose and shape (perturbed by --perturb-*); estimated: the "
+                             "pipeline's own MediaPipe observation and body fit of the photo, as for a user's photo")
+    parser.add_argument("--refine-set", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="RefineConfig fields to override, e.g. align_steps=120 w_align_pose=0.05")
+    parser.add_argument("--only", default=None, help="comma-separated item positions (after --limit) to evaluate, e.g. 0,4,7")
     parser.add_argument("--raw-cache", default=None,
                         help="folder keeping each item's raw avatar (the model's output), reused when the settings match")
     return parser.parse_args(argv)
+
+
+def refine_overrides(pairs: list[str]) -> dict:
+    """``["align_steps=120", ...]`` -> RefineConfig keyword arguments (values as Python literals)."""
+    import ast
+
+    names = {f.name for f in dataclasses.fields(RefineConfig)}
+    out = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in names or not value:
+            raise ValueError(f"--refine-set {pair!r}: expected NAME=VALUE with NAME one of RefineConfig's fields")
+        try:
+            out[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            raise ValueError(f"--refine-set {pair!r}: {value!r} is not a number, string or tuple literal") from None
+    return out
 
 
 def perturbed_fit(item, source: int, size: int, args, seed: int) -> tuple[SMPLXPose, Camera]:
@@ -96,7 +123,7 @@ def perturbed_fit(item, source: int, size: int, args, seed: int) -> tuple[SMPLXP
     return pose, camera
 
 
-NAMES = ("raw", "projected", "refined", "refined_own_fit")
+NAMES = ("raw", "projected", "refined", "raw_own_fit", "refined_own_fit")
 
 
 def mean_of(values: list) -> float:
@@ -105,14 +132,15 @@ def mean_of(values: list) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
-def raw_avatar(pipe: SigmanPipeline, item, photo: np.ndarray, shape, args) -> tuple:
+def raw_avatar(pipe: SigmanPipeline, item, photo: np.ndarray, shape, args, pose: Optional[SMPLXPose] = None) -> tuple:
     """The model's canonical Gaussians and rest joints for ``item``'s photo (kept in ``--raw-cache``)."""
-    key = f"{item.name}_{args.sampler}_{args.steps}_{args.input_view}_{photo.shape[0]}.pt"
+    key = f"{item.name}_{args.sampler}_{args.steps}_{args.input_view}_{photo.shape[0]}{'_fitted' if args.fit == 'estimated' else ''}.pt"
     path = Path(args.raw_cache) / key if args.raw_cache else None
     if path is not None and path.is_file():
         canonical, rest_joints = torch.load(path, weights_only=False)
         return canonical.to(pipe.device), rest_joints.to(pipe.device)
-    out = pipe(photo, item.pose, steps=args.steps, sampler=args.sampler, seed=0, shape=shape, num_views=0)
+    out = pipe(photo, item.pose if pose is None else pose, steps=args.steps, sampler=args.sampler, seed=0, shape=shape,
+               num_views=0)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save((out.canonical.to("cpu"), out.rest_joints.cpu()), path)
@@ -133,7 +161,12 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list]:
     folder, config = load_pipeline_config(args.weights)
     body = load_body(config.body_model, args.shape_bank) if args.shape_bank else None
     pipe = SigmanPipeline.from_pretrained(folder, device=device, body=body)
-    refine_config = RefineConfig(steps=args.refine_steps, render_size=args.render_size)
+    fields = {"steps": args.refine_steps, "render_size": args.render_size}
+    fields.update(refine_overrides(args.refine_set))  # --refine-set wins over --refine-steps / --render-size
+    refine_config = RefineConfig(**fields)
+    if args.only:
+        keep = {int(k) for k in args.only.split(",")}
+        items = [root for k, root in enumerate(items) if k in keep]
     rows, grid_rows = [], []
     for i, root in enumerate(items):
         item = load_item(root)
@@ -145,14 +178,25 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list]:
         size = args.size or item.calibration.cameras.width
         rgb, mask = read_views(item, [source], size)
         photo = photo_rgba(rgb[0], mask[0], pipe.config.background)
-        shape = item_shape(item, pipe.body)
-        shape = None if shape is None else shape.to(pipe.device)
-        raw_canonical, rest_joints = raw_avatar(pipe, item, photo, shape, args)
-        pose, camera = perturbed_fit(item, source, size, args, seed=i)
+        refine_photo, refine_mask = photo[..., :3], photo[..., 3]
+        if args.fit == "estimated":  # as for a user's photo: the RGB alone, MediaPipe's mask, the body fit
+            understood = pipe.understand_photo((photo[..., :3] * 255).round().astype(np.uint8), fit=True)
+            if understood.fit is None:
+                print(f"[{i + 1}/{len(items)}] {item.name}: skipped ({'; '.join(understood.notes)})", flush=True)
+                continue
+            fit = understood.fit
+            shape, pose, camera = fit.shape.to(pipe.device), fit.pose, fit.camera
+            refine_photo, refine_mask = understood.photo, understood.mask
+            raw_canonical, rest_joints = raw_avatar(pipe, item, photo, shape, args, pose=pose)
+        else:
+            shape = item_shape(item, pipe.body)
+            shape = None if shape is None else shape.to(pipe.device)
+            raw_canonical, rest_joints = raw_avatar(pipe, item, photo, shape, args)
+            pose, camera = perturbed_fit(item, source, size, args, seed=i)
         bar = tqdm(total=100, desc=f"[{i + 1}/{len(items)}] {item.name}", leave=False)
         cpu0 = time.process_time()
         result = refine_avatar(raw_canonical, pipe.body, pipe.template, rest_joints, shape, pose, camera,
-                               photo[..., :3], photo[..., 3], refine_config,
+                               refine_photo, refine_mask, refine_config,
                                progress=lambda f, stage: bar.update(round(100 * f) - bar.n))
         cpu = time.process_time() - cpu0
         bar.close()
@@ -168,6 +212,7 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list]:
         for name, canonical, at_pose, at_cams in (
                 ("raw", raw_canonical, true_pose, cams), ("projected", result.projected, true_pose, cams),
                 ("refined", result.canonical, true_pose, cams),
+                ("raw_own_fit", raw_canonical, pose.frame(0).to(pipe.device), camera),
                 ("refined_own_fit", result.canonical, result.pose.to(pipe.device), result.camera)):
             posed = posed_frame(canonical, pipe.body, rest_joints, at_pose)
             pred, _ = render_at(posed, at_cams.to(pipe.device))
@@ -186,7 +231,8 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list]:
         if args.save_grid and len(grid_rows) < args.grid_items:
             back = views.index(back_view(item, source, targets))
             truth = torch.stack([gt[0], gt[back]]).cpu()
-            gen = torch.stack([renders["raw"][0], renders["projected"][0], renders["refined"][0],
+            front = ("raw_own_fit", "projected", "refined_own_fit") if args.fit == "estimated" else ("raw", "projected", "refined")
+            gen = torch.stack([renders[front[0]][0], renders[front[1]][0], renders[front[2]][0],
                                renders["raw"][back], renders["refined"][back]]).cpu()
             grid_rows.append((truth, gen))
     summary = {}
@@ -194,7 +240,7 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list]:
         summary[name] = {k: mean_of([r[name][k] for r in rows]) for k in rows[0][name]}
     result = {"kind": "photo_refinement", "data": str(args.data), "device": str(pipe.device), "items": rows,
               "summary": summary, "refine_config": dataclasses.asdict(refine_config),
-              "perturb": {"camera_deg": args.perturb_camera_deg, "camera_cm": args.perturb_camera_cm,
+              "fit": args.fit, "perturb": {"camera_deg": args.perturb_camera_deg, "camera_cm": args.perturb_camera_cm,
                           "pose_deg": args.perturb_pose_deg},
               "mean_seconds": float(np.mean([r["seconds"] for r in rows])),
               "mean_cpu_seconds": float(np.mean([r["cpu_seconds"] for r in rows])),

@@ -52,22 +52,30 @@ class Adam:
 
     @torch.no_grad()
     def step(self) -> None:
-        """One Adam update of every parameter that has a gradient."""
+        """One Adam update of every parameter that has a gradient: one batch of ``torch._foreach_*``
+        kernels for all of them that share betas and eps (on CUDA a handful of launches per step
+        instead of seven per parameter, as torch's own foreach implementation does)."""
+        buckets: dict[tuple, list] = {}
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for p in group["params"]:
-                grad: Optional[Tensor] = p.grad
-                if grad is None:  # as torch: a parameter without a gradient neither moves nor counts a step
+                if p.grad is None:  # as torch: a parameter without a gradient neither moves nor counts a step
                     continue
                 state = self._state.get(id(p))
                 if state is None:
                     state = self._state[id(p)] = [0, torch.zeros_like(p), torch.zeros_like(p)]
                 state[0] += 1
-                steps, m, v = state
-                correction1 = 1.0 - beta1 ** steps
+                steps = state[0]
+                step_size = group["lr"] / (1.0 - beta1 ** steps)
                 correction2_sqrt = math.sqrt(1.0 - beta2 ** steps)
-                step_size = group["lr"] / correction1
-                m.lerp_(grad, 1.0 - beta1)
-                v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-                denom = (v.sqrt() / correction2_sqrt).add_(group["eps"])
-                p.addcdiv_(m, denom, value=-step_size)
+                key = (beta1, beta2, group["eps"], p.device, p.dtype)
+                buckets.setdefault(key, []).append((p, p.grad, state[1], state[2], step_size, correction2_sqrt))
+        for (beta1, beta2, eps, _, _), rows in buckets.items():
+            params, grads, m, v, step_sizes, corrections = (list(c) for c in zip(*rows))
+            torch._foreach_lerp_(m, grads, 1.0 - beta1)
+            torch._foreach_mul_(v, beta2)
+            torch._foreach_addcmul_(v, grads, grads, 1.0 - beta2)
+            denom = torch._foreach_sqrt(v)
+            torch._foreach_div_(denom, corrections)
+            torch._foreach_add_(denom, eps)
+            torch._foreach_addcdiv_(params, m, denom, [-size for size in step_sizes])

@@ -5,10 +5,12 @@ model is loaded once, not per photo."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
+import torch
 
 from sigman.preprocess import ImageLike, PersonImage, load_image, preprocess_person
 
@@ -43,11 +45,28 @@ def _has_mask(image: ImageLike) -> bool:
     return alpha is not None and float(alpha.min()) < 0.99
 
 
+def _device_of(body: "BodyModel") -> torch.device:
+    for tensor in list(body.parameters()) + list(body.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def fit_to_device(fit: "BodyFit", device: torch.device) -> "BodyFit":
+    """``fit`` with its pose, shape, camera and tensors on ``device``."""
+    moved = {}
+    for f in dataclasses.fields(fit):
+        value = getattr(fit, f.name)
+        if torch.is_tensor(value) or hasattr(value, "to") and f.name in ("pose", "camera"):
+            moved[f.name] = value.to(device)
+    return dataclasses.replace(fit, **moved)
+
+
 class PhotoStage:
     """Person understanding and body fitting for one pipeline (holds the loaded detector)."""
 
     def __init__(self) -> None:
         self._detector: Optional["PersonDetector"] = None
+        self._cpu_body: Optional[tuple] = None  # (the pipeline's body, its CPU copy) for fitting
         self.unavailable: Optional[str] = None  # why MediaPipe cannot run here, once found out
 
     def detector(self) -> Optional["PersonDetector"]:
@@ -66,7 +85,8 @@ class PhotoStage:
                    fit: bool, fit_config: Optional["FitConfig"] = None) -> PhotoUnderstanding:
         """Preprocess ``image`` for an encoder of ``size`` px (finding the person), and with ``fit``
         fit ``body`` to what was seen. A photo without landmarks (MediaPipe unavailable) gets no
-        fit, and a note says so."""
+        fit, and a note says so. A body on a GPU is fitted on a CPU copy (:meth:`fitting_body`) and
+        the fit handed back on the body's device."""
         detector = self.detector()
         if detector is None:
             person = preprocess_person(image, size=size, background=background)
@@ -84,10 +104,28 @@ class PhotoStage:
             return result
         from sigman.fit import FitConfig, fit_body
 
-        # num_threads=None: the fit leaves torch's thread count alone (a process-wide setting that
-        # other requests running beside this one would feel)
-        result.fit = fit_body(body, person.observation, fit_config or FitConfig(num_threads=None))
+        device = _device_of(body)
+        if device.type == "cpu":
+            # num_threads=None: the fit leaves torch's thread count alone (a process-wide setting that
+            # other requests running beside this one would feel)
+            result.fit = fit_body(body, person.observation, fit_config or FitConfig(num_threads=None))
+        else:  # one thread: the CPU has nothing else to do for a GPU pipeline meanwhile, and small ops run fastest so
+            fitted = fit_body(self.fitting_body(body), person.observation, fit_config or FitConfig(num_threads=1))
+            result.fit = fit_to_device(fitted, device)
         return result
+
+    def fitting_body(self, body: "BodyModel") -> "BodyModel":
+        """The body model the photo is fitted on: ``body`` itself on the CPU, else a CPU copy, made
+        once. The fit is some 600 small kernels a step for about 240 steps, bound by launch
+        latency on a GPU: one photo took 2.82 s on an H200 and 0.96 s on the same machine's CPU (one
+        thread; ``scripts/bench_fit.py``, 2026-12-02)."""
+        if _device_of(body).type == "cpu":
+            return body
+        if self._cpu_body is None or self._cpu_body[0] is not body:
+            import copy
+
+            self._cpu_body = (body, copy.deepcopy(body).to("cpu"))
+        return self._cpu_body[1]
 
     def close(self) -> None:
         if self._detector is not None:

@@ -406,7 +406,7 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
                       opacities=torch.sigmoid(logit0 + d_opacity), colors=colors)
         return g, _pose_with(pose, joints0 + d_joints, transl0 + d_transl)
 
-    losses: list[dict[str, float]] = []
+    loss_terms: list[Tensor] = []
     for step in range(cfg.steps):
         g, p = current()
         cam = _camera_with(render_camera, d_cam_rot, d_cam_trans, d_log_focal)
@@ -427,8 +427,8 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append({"total": float(loss.detach()), "l1": float(l1.detach()), "dssim": float(dssim.detach()),
-                       "alpha": float(l_alpha.detach())})
+        # kept on the device: reading them here would make the host wait for the GPU at every step
+        loss_terms.append(torch.stack([loss, l1, dssim, l_alpha]).detach())
         report((cfg.align_steps + step + 1) / total_steps, f"refining {step + 1}/{cfg.steps}")
 
     with torch.no_grad():
@@ -443,6 +443,8 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
         final_camera = Camera(final_camera.viewmats.detach(), final_camera.Ks.detach(), w, h)
         p = SMPLXPose(**{f.name: (getattr(p, f.name).detach() if torch.is_tensor(getattr(p, f.name))
                                   else getattr(p, f.name)) for f in dataclasses.fields(p)})
+    names = ("total", "l1", "dssim", "alpha")
+    losses = [dict(zip(names, row)) for row in torch.stack(loss_terms).tolist()] if loss_terms else []
     timings["refine"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - start
     report(1.0, "done")

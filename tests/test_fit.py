@@ -249,3 +249,20 @@ def test_fit_to_a_real_detection():
     assert fit.reprojection_px < 0.03 * (obs.person_box[3] - obs.person_box[1])
     forward = roma.rotvec_to_rotmat(fit.pose.global_orient[0])[:, 2]
     assert float(forward[2]) > 0.8  # the person in the photo faces the camera
+
+
+def test_photo_stage_fits_on_the_cpu_and_hands_the_fit_to_the_body_device(anny_body):
+    """A GPU pipeline's photo is fitted on a CPU copy of its body (launch-bound on a GPU); the fit
+    comes back with every tensor, the pose and the camera on the body's device ('meta' stands in)."""
+    from sigman.photo_stage import PhotoStage, fit_to_device
+
+    stage = PhotoStage()
+    assert stage.fitting_body(anny_body) is anny_body  # a CPU body is fitted as it is
+    pose = resolve_pose("walking").frame(0)
+    camera = front_camera(3.2, fovy_deg=55)
+    fit = fit_body(anny_body, synthetic_observation(anny_body, pose, camera, seed=2), FAST)
+    moved = fit_to_device(fit, torch.device("meta"))
+    assert moved.shape.device.type == "meta" and moved.joints.device.type == "meta"
+    assert moved.pose.body_pose.device.type == "meta" and moved.camera.viewmats.device.type == "meta"
+    assert fit.shape.device.type == "cpu"  # the original is untouched
+    assert moved.reprojection_px == fit.reprojection_px

@@ -103,6 +103,8 @@ def md_section(rec: dict) -> str:
         facts.append(f"- matmul {label}: {m['tflops']:.1f} TFLOP/s")
     facts.append(f"- repeats {rec['repeats']} after {rec['warmup']} warm-up; "
                  f"wall time of the run {rec.get('wall_seconds', '?')} s")
+    if rec.get("note"):  # written by hand into the JSON when a record joins runs (e.g. one config re-measured)
+        facts.append(f"- note: {rec['note']}")
     out.append("\n".join(facts) + "\n")
     if rec.get("errors"):
         out.append("Errors: " + "; ".join(rec["errors"]) + "\n")

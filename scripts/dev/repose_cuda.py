@@ -9,7 +9,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from sigman.pipeline import SigmanPipeline
 from sigman.presets import waving
 
-from viewer.skinning import SparseSkin
+try:
+    from viewer.skinning import SparseSkin
+except ImportError as err:  # the viewer needs viser; the pipeline's rows do not
+    SparseSkin = None
+    print(f"viewer rows skipped ({err})")
 
 from sigman.pipeline import PipelineConfig
 from sigman.paths import default_model_dir
@@ -31,6 +35,8 @@ def timed(fn, n=50):
 print(f"GPU {torch.cuda.get_device_name()} torch {torch.__version__}, {canonical.means.shape[0]} Gaussians")
 print("CPU kinematics  %.3f ms (min %.3f)" % timed(lambda: pipe._cpu_body.pose_transforms(pose, rest.cpu())))
 print("optimized pose_gaussians (CPU kinematics + fast_repose)  %.3f ms (min %.3f)" % timed(lambda: pipe.pose_gaussians(canonical, rest, pose)))
+if SparseSkin is None:
+    sys.exit(0)
 skin = SparseSkin(canonical.skin_weights).to(torch.device("cuda"))
 tr = pipe._cpu_body.pose_transforms(pose, rest.cpu())[0][0].cuda()
 print("viewer sparse LBS (transforms given)  %.3f ms (min %.3f)" % timed(lambda: skin.repose(canonical.means, canonical.quats, tr)))
