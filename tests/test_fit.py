@@ -266,3 +266,26 @@ def test_photo_stage_fits_on_the_cpu_and_hands_the_fit_to_the_body_device(anny_b
     assert moved.pose.body_pose.device.type == "meta" and moved.camera.viewmats.device.type == "meta"
     assert fit.shape.device.type == "cpu"  # the original is untouched
     assert moved.reprojection_px == fit.reprojection_px
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_photo_stage_fits_a_cuda_body_on_a_cpu_copy(anny_body):
+    """On a GPU pipeline the fit runs on a CPU copy of the body (made once) and comes back on the GPU,
+    with the same joints as the GPU body gives for the fitted pose and shape."""
+    import copy
+
+    from sigman.photo_stage import PhotoStage, fit_to_device
+
+    cuda_body = copy.deepcopy(anny_body).to("cuda")
+    stage = PhotoStage()
+    cpu_copy = stage.fitting_body(cuda_body)
+    assert cpu_copy is not cuda_body and stage.fitting_body(cuda_body) is cpu_copy
+    assert next(iter(cpu_copy.buffers())).device.type == "cpu"
+    pose = resolve_pose("walking").frame(0)
+    camera = front_camera(3.2, fovy_deg=55)
+    fit = fit_body(cpu_copy, synthetic_observation(anny_body, pose, camera, seed=3), FAST)
+    moved = fit_to_device(fit, torch.device("cuda"))
+    assert moved.shape.is_cuda and moved.joints.is_cuda and moved.camera.viewmats.is_cuda
+    on_gpu = cuda_body(moved.pose, moved.shape).vertices[0]
+    assert on_gpu.is_cuda
+    torch.testing.assert_close(on_gpu.cpu(), fit.vertices.cpu(), atol=2e-4, rtol=0)  # same body, both devices
