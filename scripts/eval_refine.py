@@ -84,6 +84,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--refine-set", nargs="*", default=[], metavar="NAME=VALUE",
                         help="RefineConfig fields to override, e.g. align_steps=120 w_align_pose=0.05")
     parser.add_argument("--only", default=None, help="comma-separated item positions (after --limit) to evaluate, e.g. 0,4,7")
+    parser.add_argument("--fit-cache", default=None,
+                        help="with --fit estimated: folder keeping each item's observation and fit (photo, mask, BodyFit), "
+                             "so that a machine without MediaPipe can refine from fits made elsewhere")
     parser.add_argument("--raw-cache", default=None,
                         help="folder keeping each item's raw avatar (the model's output), reused when the settings match")
     return parser.parse_args(argv)
@@ -147,6 +150,28 @@ def raw_avatar(pipe: SigmanPipeline, item, photo: np.ndarray, shape, args, pose:
     return out.canonical, out.rest_joints
 
 
+def estimated_fit(pipe: SigmanPipeline, item, photo: np.ndarray, args):
+    """``(BodyFit, photo [H, W, 3], mask [H, W])`` from the pipeline's own observation and fit of the
+    photo's RGB (kept in ``--fit-cache``), or the reason there is none."""
+    path = Path(args.fit_cache) / f"{item.name}_{args.input_view}_{photo.shape[0]}_fit.pt" if args.fit_cache else None
+    if path is not None and path.is_file():
+        fit, photo_u8, mask_f16 = torch.load(path, weights_only=False)
+        return fit, photo_u8.astype(np.float32) / 255.0, mask_f16.astype(np.float32)
+    understood = pipe.understand_photo((photo[..., :3] * 255).round().astype(np.uint8), fit=True)
+    if understood.fit is None:
+        return "; ".join(understood.notes) or "no fit"
+    from sigman.photo_stage import fit_to_device
+
+    fit = fit_to_device(understood.fit, torch.device("cpu"))
+    photo_u8 = (understood.photo * 255).round().astype(np.uint8)  # the photo was uint8: exact
+    mask_f16 = understood.mask.astype(np.float16)
+    if path is not None:  # small: the refinement needs the pose, shape and camera, not the fitted mesh
+        path.parent.mkdir(parents=True, exist_ok=True)
+        slim = dataclasses.replace(fit, vertices=torch.empty(0), markers_2d=torch.empty(0))
+        torch.save((slim, photo_u8, mask_f16), path)
+    return fit, photo_u8.astype(np.float32) / 255.0, mask_f16.astype(np.float32)
+
+
 def back_view(item, source: int, targets: list[int]) -> int:
     """The target view facing the body's back (the one farthest from the front)."""
     order = orbit_views(item.calibration.cameras.viewmats, facing_direction(item.pose), 2)
@@ -180,13 +205,12 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list]:
         photo = photo_rgba(rgb[0], mask[0], pipe.config.background)
         refine_photo, refine_mask = photo[..., :3], photo[..., 3]
         if args.fit == "estimated":  # as for a user's photo: the RGB alone, MediaPipe's mask, the body fit
-            understood = pipe.understand_photo((photo[..., :3] * 255).round().astype(np.uint8), fit=True)
-            if understood.fit is None:
-                print(f"[{i + 1}/{len(items)}] {item.name}: skipped ({'; '.join(understood.notes)})", flush=True)
+            estimated = estimated_fit(pipe, item, photo, args)
+            if isinstance(estimated, str):
+                print(f"[{i + 1}/{len(items)}] {item.name}: skipped ({estimated})", flush=True)
                 continue
-            fit = understood.fit
+            fit, refine_photo, refine_mask = estimated
             shape, pose, camera = fit.shape.to(pipe.device), fit.pose, fit.camera
-            refine_photo, refine_mask = understood.photo, understood.mask
             raw_canonical, rest_joints = raw_avatar(pipe, item, photo, shape, args, pose=pose)
         else:
             shape = item_shape(item, pipe.body)

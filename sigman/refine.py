@@ -61,7 +61,7 @@ class RefineConfig:
     """Settings of :func:`refine_avatar`. ``None`` fields take device-dependent defaults
     (:meth:`resolved`): more steps and the photo's own resolution on CUDA, fewer and smaller on CPU."""
 
-    steps: Optional[int] = None  # Adam steps (CUDA 60, CPU 30); 0: projection only
+    steps: Optional[int] = None  # Adam steps (CUDA 60, CPU 80); 0: projection only
     align_steps: Optional[int] = None  # silhouette-only pose + camera steps before the projection (CUDA 60, CPU 40)
     align_size: Optional[int] = None  # long side of the coarse alignment render (CUDA 256, CPU 128)
     align_fine_fraction: float = 0.4  # the last steps of the alignment at render_size (coarse to fine)
@@ -106,7 +106,7 @@ class RefineConfig:
         pick = lambda value, on_cuda, on_cpu: int(value if value is not None else (on_cuda if cuda else on_cpu))
         long_side = max(photo_size)
         return dataclasses.replace(
-            self, steps=pick(self.steps, 60, 30), align_steps=pick(self.align_steps, 60, 40),
+            self, steps=pick(self.steps, 60, 80), align_steps=pick(self.align_steps, 60, 40),
             render_size=pick(self.render_size, min(long_side, 1024), min(long_side, 256)),
             align_size=pick(self.align_size, min(long_side, 256), min(long_side, 128)),
             align_subsample=max(1, pick(self.align_subsample, 1, 4)))
