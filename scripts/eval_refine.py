@@ -41,7 +41,6 @@ from sigman.evaluation import (  # noqa: E402
     add_eval_arguments,
     comparison_grid,
     default_device,
-    first_frame,
     image_metrics,
     item_shape,
     load_body,
@@ -190,7 +189,10 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list]:
     fields.update(refine_overrides(args.refine_set))  # --refine-set wins over --refine-steps / --render-size
     refine_config = RefineConfig(**fields)
     if args.only:
-        keep = {int(k) for k in args.only.split(",")}
+        try:
+            keep = {int(k) for k in args.only.split(",")}
+        except ValueError:
+            raise EvalError(f"--only {args.only!r}: expected item positions such as 0,4,7") from None
         items = [root for k, root in enumerate(items) if k in keep]
     rows, grid_rows = [], []
     for i, root in enumerate(items):
@@ -259,6 +261,8 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list]:
             gen = torch.stack([renders[front[0]][0], renders[front[1]][0], renders[front[2]][0],
                                renders["raw"][back], renders["refined"][back]]).cpu()
             grid_rows.append((truth, gen))
+    if not rows:
+        raise EvalError("no item could be evaluated (see the skipped lines above)")
     summary = {}
     for name in NAMES:
         summary[name] = {k: mean_of([r[name][k] for r in rows]) for k in rows[0][name]}

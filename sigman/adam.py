@@ -12,7 +12,7 @@ optimisers.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Optional, Union
+from typing import Iterable, Union
 
 import torch
 from torch import Tensor

@@ -45,18 +45,12 @@ def _has_mask(image: ImageLike) -> bool:
     return alpha is not None and float(alpha.min()) < 0.99
 
 
-def _device_of(body: "BodyModel") -> torch.device:
-    for tensor in list(body.parameters()) + list(body.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
 def fit_to_device(fit: "BodyFit", device: torch.device) -> "BodyFit":
     """``fit`` with its pose, shape, camera and tensors on ``device``."""
     moved = {}
     for f in dataclasses.fields(fit):
         value = getattr(fit, f.name)
-        if torch.is_tensor(value) or hasattr(value, "to") and f.name in ("pose", "camera"):
+        if torch.is_tensor(value) or f.name in ("pose", "camera"):  # SMPLXPose and Camera have .to
             moved[f.name] = value.to(device)
     return dataclasses.replace(fit, **moved)
 
@@ -82,11 +76,12 @@ class PhotoStage:
         return self._detector
 
     def understand(self, image: ImageLike, body: "BodyModel", size: int, background: float,
-                   fit: bool, fit_config: Optional["FitConfig"] = None) -> PhotoUnderstanding:
+                   fit: bool, fit_config: Optional["FitConfig"] = None,
+                   cpu_body: Optional["BodyModel"] = None) -> PhotoUnderstanding:
         """Preprocess ``image`` for an encoder of ``size`` px (finding the person), and with ``fit``
         fit ``body`` to what was seen. A photo without landmarks (MediaPipe unavailable) gets no
-        fit, and a note says so. A body on a GPU is fitted on a CPU copy (:meth:`fitting_body`) and
-        the fit handed back on the body's device."""
+        fit, and a note says so. A body on a GPU is fitted on a CPU copy (``cpu_body`` when the
+        caller holds one, else :meth:`fitting_body`'s) and the fit handed back on the body's device."""
         detector = self.detector()
         if detector is None:
             person = preprocess_person(image, size=size, background=background)
@@ -104,13 +99,13 @@ class PhotoStage:
             return result
         from sigman.fit import FitConfig, fit_body
 
-        device = _device_of(body)
+        device = body.rest_vertices.device
         if device.type == "cpu":
             # num_threads=None: the fit leaves torch's thread count alone (a process-wide setting that
             # other requests running beside this one would feel)
             result.fit = fit_body(body, person.observation, fit_config or FitConfig(num_threads=None))
         else:  # one thread: the CPU has nothing else to do for a GPU pipeline meanwhile, and small ops run fastest so
-            fitted = fit_body(self.fitting_body(body), person.observation, fit_config or FitConfig(num_threads=1))
+            fitted = fit_body(cpu_body or self.fitting_body(body), person.observation, fit_config or FitConfig(num_threads=1))
             result.fit = fit_to_device(fitted, device)
         return result
 
@@ -119,7 +114,7 @@ class PhotoStage:
         once. The fit is some 600 small kernels a step for about 240 steps, bound by launch
         latency on a GPU: one photo took 2.82 s on an H200 and 0.96 s on the same machine's CPU (one
         thread; ``scripts/bench_fit.py``, 2026-12-02)."""
-        if _device_of(body).type == "cpu":
+        if body.rest_vertices.device.type == "cpu":
             return body
         if self._cpu_body is None or self._cpu_body[0] is not body:
             import copy

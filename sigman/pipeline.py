@@ -235,7 +235,8 @@ class SigmanPipeline:
     def understand_photo(self, image, fit: bool = False) -> PhotoUnderstanding:
         """Find the person in the photo (mask, landmarks) and crop it for the encoder; with ``fit``
         also fit the body to it (pose, shape, camera: :mod:`sigman.fit`)."""
-        return self.photo_stage.understand(image, self.body, self.encoder_input_size(), self.config.background, fit)
+        return self.photo_stage.understand(image, self.body, self.encoder_input_size(), self.config.background, fit,
+                                           cpu_body=self._cpu_body)  # optimize()'s CPU copy, when there is one
 
     def encode_person(self, person: PersonImage, image=None) -> tuple[Tensor, Tensor]:
         """The preprocessed photo ``[1, 3, S, S]`` and its image features. With the release's

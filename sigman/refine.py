@@ -458,9 +458,7 @@ def render_input_view(canonical: Gaussians, body: BodyModel, rest_joints: Tensor
     size and framing, on ``background`` (RGB in [0, 1], e.g. :attr:`RefineResult.background`): uint8
     ``[H, W, 3]``, the picture to hold against the photo. ``poser``: as :func:`refine_avatar`'s."""
     device = canonical.means.device
-    if poser is not None:
-        posed = poser(canonical.to(torch.float32), pose.frame(0).to(device), None)
-    else:
-        posed = posed_frame(canonical.to(torch.float32), body, rest_joints.to(device), pose.frame(0).to(device))
+    pose_fn = poser or default_poser(body, rest_joints.to(device))
+    posed = pose_fn(canonical.to(torch.float32), pose.frame(0).to(device), None)
     bg = tuple(float(v) for v in torch.as_tensor(background).reshape(3))
     return render(posed, camera.to(device=device, dtype=torch.float32), background=bg, backend=backend).images()[0]
