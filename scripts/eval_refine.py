@@ -56,7 +56,7 @@ from sigman.evaluation import (  # noqa: E402
 from sigman.data.dataset import facing_direction, orbit_views  # noqa: E402
 from sigman.pipeline import SigmanPipeline, load_pipeline_config  # noqa: E402
 from sigman.pose import SMPLXPose  # noqa: E402
-from sigman.refine import RefineConfig, posed_frame, refine_avatar  # noqa: E402
+from sigman.refine import RefineConfig, posed_frame, refine_avatar, refine_config_overrides  # noqa: E402
 from sigman.render import Camera, write_image  # noqa: E402
 from sigman.weights import WeightsError  # noqa: E402
 
@@ -92,20 +92,11 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 
 
 def refine_overrides(pairs: list[str]) -> dict:
-    """``["align_steps=120", ...]`` -> RefineConfig keyword arguments (values as Python literals)."""
-    import ast
-
-    names = {f.name for f in dataclasses.fields(RefineConfig)}
-    out = {}
-    for pair in pairs:
-        name, _, value = pair.partition("=")
-        if name not in names or not value:
-            raise ValueError(f"--refine-set {pair!r}: expected NAME=VALUE with NAME one of RefineConfig's fields")
-        try:
-            out[name] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            raise ValueError(f"--refine-set {pair!r}: {value!r} is not a number, string or tuple literal") from None
-    return out
+    """``--refine-set`` pairs -> RefineConfig keyword arguments."""
+    try:
+        return refine_config_overrides(pairs)
+    except ValueError as error:
+        raise ValueError(f"--refine-set {error}") from None
 
 
 def perturbed_fit(item, source: int, size: int, args, seed: int) -> tuple[SMPLXPose, Camera]:

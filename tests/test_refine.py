@@ -162,3 +162,14 @@ def test_alignment_corrects_a_bent_arm(scene):
     pose, _ = align_to_silhouette(scene["model"], scene["body"], scene["rest_joints"], off, scene["camera"],
                                   scene["mask"], config)
     assert error(pose) < 0.3 * before  # 4.4 px before
+
+
+def test_refine_config_overrides_parse_literals_and_name_bad_pairs():
+    from sigman.refine import refine_config_overrides
+
+    assert refine_config_overrides(["steps=80", "lr_offset=1e-3", "backend='torch'"]) == {
+        "steps": 80, "lr_offset": 1e-3, "backend": "torch"}
+    assert RefineConfig(**refine_config_overrides(["align_steps=3"])).align_steps == 3
+    for bad in (["stepz=3"], ["steps"], ["steps=fast"]):
+        with pytest.raises(ValueError, match=bad[0].split("=")[0]):
+            refine_config_overrides(bad)

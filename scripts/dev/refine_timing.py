@@ -22,6 +22,7 @@ from sigman.gaussians import repose, surface_gaussians  # noqa: E402
 from sigman.pipeline import PipelineConfig, SigmanPipeline  # noqa: E402
 from sigman.pose import SMPLXPose  # noqa: E402
 from sigman.presets import resolve_pose  # noqa: E402
+from sigman.refine import RefineConfig, refine_config_overrides  # noqa: E402
 from sigman.render import Camera, fit_orbit_to_points, render  # noqa: E402
 
 
@@ -37,7 +38,13 @@ def main() -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--size", type=int, default=512, help="the photo's side in pixels")
+    parser.add_argument("--refine-set", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="RefineConfig fields to override, e.g. steps=80 align_steps=40")
     args = parser.parse_args()
+    try:
+        config = RefineConfig(**refine_config_overrides(args.refine_set))
+    except ValueError as error:
+        parser.error(f"--refine-set {error}")
     pipe = SigmanPipeline.from_config(PipelineConfig(), device=args.device)
     pose = resolve_pose("waving").frame(0)
     # the "photo": the bare body, striped, rendered from a known camera
@@ -60,7 +67,7 @@ def main() -> int:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         t = time.perf_counter()
-        refined = pipe.refine(out, photo, mask, fit, num_views=0)
+        refined = pipe.refine(out, photo, mask, fit, config=config, num_views=0)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
@@ -68,7 +75,8 @@ def main() -> int:
               flush=True)
     print(f"refinement on {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'}), "
           f"{out.canonical.num_gaussians} Gaussians, {args.size}² photo: median {statistics.median(times[1:]):.2f} s "
-          f"(first {times[0]:.2f} s) over {args.repeats} runs", flush=True)
+          f"(first {times[0]:.2f} s) over {args.repeats} runs; steps {refined.refinement.config.align_steps} align + "
+          f"{refined.refinement.config.steps} refine", flush=True)
     return 0
 
 
