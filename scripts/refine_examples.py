@@ -23,6 +23,7 @@ from tqdm import tqdm  # noqa: E402
 from sigman.evaluation import comparison_grid  # noqa: E402
 from sigman.pipeline import SigmanPipeline  # noqa: E402
 from sigman.preprocess import ImageInputError, load_image  # noqa: E402
+from sigman.girth import thickness_change  # noqa: E402
 from sigman.refine import RefineConfig, posed_frame, refine_avatar, render_input_view  # noqa: E402
 from sigman.render import Camera, look_at, write_image  # noqa: E402
 from sigman.weights import WeightsError  # noqa: E402
@@ -64,7 +65,11 @@ def run(paths: list[str], out: str, steps: Optional[int], threads: int, seed: in
                                fit.camera, rgb, mask, RefineConfig(steps=steps),
                                progress=lambda f, stage: bar.update(round(100 * f) - bar.n))
         bar.close()
-        print(f"{path}: refinement {time.perf_counter() - tick:.1f} s, final loss {result.losses[-1]['total']:.4f}"
+        build = ""
+        if result.girth is not None:
+            mean, low, high = thickness_change(result.girth, output.canonical.skin_weights)
+            build = f", thickness change {100 * mean:+.1f} % (5-95 %: {100 * low:+.1f} to {100 * high:+.1f} %)"
+        print(f"{path}: refinement {time.perf_counter() - tick:.1f} s, final loss {result.losses[-1]['total']:.4f}{build}"
               if result.losses else f"{path}: projection only")
         bg = result.background
         raw_front = render_input_view(output.canonical, pipe.body, output.rest_joints, fit.pose, fit.camera, bg)

@@ -11,8 +11,9 @@ Two steps (:class:`RefineConfig` sets both):
    the unseen side keeps the model's colours, shifted towards the photo's near the seen side.
 2. *Refinement*: the avatar is rendered in the photo's pose from the photo's camera and a bounded
    number of Adam steps fit, to the photo inside the mask (L1 + D-SSIM, alpha against the mask):
-   the Gaussians' colours, opacities, small offsets and scales, the pose (root + 21 body joints,
-   translation) and the camera (small rotation, translation, focal length). Regularisers keep what
+   the Gaussians' colours, opacities, small offsets and scales, a thickness change per joint applied
+   to every Gaussian (:mod:`sigman.girth`: the unseen side takes the build the seen outline shows), the
+   pose (root + 21 body joints, translation) and the camera (small rotation, translation, focal length). Regularisers keep what
    the photo does not see at the model's prediction (each Gaussian's colour change is penalised by
    ``1 - photo weight``), keep colour changes smooth across UV neighbours (seams), and keep the
    geometry, pose and camera changes small. Only the Gaussians facing the camera are rendered.
@@ -37,6 +38,7 @@ from torch import Tensor
 from sigman.adam import Adam
 from sigman.body.base import BodyModel
 from sigman.gaussians import Gaussians, repose
+from sigman.girth import radial_field
 from sigman.photo_projection import (
     AvatarSurface,
     PhotoProjection,
@@ -95,6 +97,10 @@ class RefineConfig:
     w_pose: float = 1.0  # squared pose change (radians)
     w_camera: float = 1.0  # squared camera change (radians, metres, log focal)
     optimize_geometry: bool = True  # offsets, scales, opacities
+    optimize_girth: bool = True  # a thickness change per joint (sigman.girth), applied to every Gaussian, the back too
+    lr_girth: float = 0.03  # relative thickness per step
+    w_girth: float = 1e-4  # squared relative thickness change, summed over the joints (the image terms per joint are small)
+    w_girth_smooth: float = 0.05  # squared difference of a joint's thickness change from its parent's
     optimize_pose: bool = True
     optimize_camera: bool = True
     cull_cos: float = -0.2  # render (and refine) only Gaussians with normal . view above this
@@ -144,6 +150,7 @@ class RefineResult:
         losses: per step ``{"total", "l1", "dssim", "alpha"}``.
         timings: seconds per stage (``align``, ``project``, ``refine``, ``total``).
         poser: the :data:`Poser` given to :func:`refine_avatar` (for :func:`render_input_view`).
+        girth: ``[J]`` the relative thickness change per joint (:mod:`sigman.girth`), or ``None``.
     """
 
     canonical: Gaussians
@@ -156,6 +163,7 @@ class RefineResult:
     timings: dict[str, float]
     config: RefineConfig
     poser: Optional[Poser] = None  # how the avatar was posed (None: sigman's skinning, posed_frame)
+    girth: Optional[Tensor] = None  # [J] the refined relative thickness change per joint (None: not refined)
 
 
 # --- image terms ----------------------------------------------------------------------------------
@@ -394,6 +402,17 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
     pairs = lookup[surface.neighbour_pairs]
     pairs = pairs[(pairs >= 0).all(dim=-1)]
 
+    # the whole body's thickness per joint (mixed by the skin weights): seen outlines make the unseen side follow
+    joints_n = rest_joints.shape[0]
+    parents = getattr(body, "parents", None)
+    use_girth = (cfg.optimize_girth and cfg.optimize_geometry and parents is not None
+                 and canonical.skin_weights.shape[-1] == joints_n and parents.numel() == joints_n)
+    if use_girth:
+        radial = radial_field(canonical.means, rest_joints, parents).vectors  # [N, 3]
+        skin = canonical.skin_weights.float()  # [N, J]
+        radial_sub, skin_sub = radial[active], skin[active]
+        child = torch.nonzero(parents >= 0)[:, 0]
+    d_girth = torch.zeros(joints_n if use_girth else 0, device=device, requires_grad=True)
     d_color = torch.zeros_like(sub.colors, requires_grad=True)
     d_opacity = torch.zeros_like(sub.opacities, requires_grad=True)
     d_offset = torch.zeros_like(sub.means, requires_grad=True)
@@ -408,6 +427,8 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
     if cfg.optimize_geometry:
         groups += [{"params": [d_opacity], "lr": cfg.lr_opacity}, {"params": [d_offset], "lr": cfg.lr_offset},
                    {"params": [d_log_scale], "lr": cfg.lr_scale}]
+    if use_girth:
+        groups += [{"params": [d_girth], "lr": cfg.lr_girth}]
     if cfg.optimize_pose:
         groups += [{"params": [d_joints], "lr": cfg.lr_pose}, {"params": [d_transl], "lr": cfg.lr_translation}]
     if cfg.optimize_camera:
@@ -419,10 +440,14 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
     transl0 = pose.transl[0].float()
     bg = tuple(float(v) for v in background)
 
-    def current(full: bool = False):
+    def current():
         colors = (sub.colors + d_color).clamp(0, 1)
-        g = sub.with_(means=sub.means + d_offset, scales=sub.scales * d_log_scale.exp(),
-                      opacities=torch.sigmoid(logit0 + d_opacity), colors=colors)
+        means, scales = sub.means + d_offset, sub.scales * d_log_scale.exp()
+        if use_girth:
+            girth = skin_sub @ d_girth  # [M]
+            means = means + girth[:, None] * radial_sub
+            scales = scales * (1 + girth).clamp_min(0.5)[:, None]
+        g = sub.with_(means=means, scales=scales, opacities=torch.sigmoid(logit0 + d_opacity), colors=colors)
         return g, _pose_with(pose, joints0 + d_joints, transl0 + d_transl)
 
     loss_terms: list[Tensor] = []
@@ -440,6 +465,9 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
             reg = reg + cfg.w_smooth * (d_color[pairs[:, 0]] - d_color[pairs[:, 1]]).square().sum(-1).mean()
         reg = reg + cfg.w_offset * (d_offset / footprint[:, None]).square().sum(-1).mean() * 1e-2
         reg = reg + cfg.w_scale * d_log_scale.square().sum(-1).mean()
+        if use_girth:
+            reg = reg + cfg.w_girth * d_girth.square().sum()
+            reg = reg + cfg.w_girth_smooth * (d_girth[child] - d_girth[parents[child]]).square().sum()
         reg = reg + cfg.w_pose * (d_joints.square().sum() + d_transl.square().sum())
         reg = reg + cfg.w_camera * (d_cam_rot.square().sum() + d_cam_trans.square().sum() + d_log_focal.square().sum())
         loss = cfg.w_l1 * l1 + cfg.w_dssim * dssim + cfg.w_alpha * l_alpha + reg
@@ -452,9 +480,14 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
 
     with torch.no_grad():
         g, p = current()
+        means_all, scales_all = projected.means, projected.scales
+        if use_girth:  # the Gaussians that were not rendered (the back) take their joints' thickness change too
+            girth_all = skin @ d_girth
+            means_all = means_all + girth_all[:, None] * radial
+            scales_all = scales_all * (1 + girth_all).clamp_min(0.5)[:, None]
         refined = projected.with_(
-            means=projected.means.index_copy(0, active, g.means),
-            scales=projected.scales.index_copy(0, active, g.scales),
+            means=means_all.index_copy(0, active, g.means),
+            scales=scales_all.index_copy(0, active, g.scales),
             opacities=projected.opacities.index_copy(0, active, g.opacities),
             colors=projected.colors.index_copy(0, active, g.colors),
         ).detach()
@@ -462,12 +495,14 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
         final_camera = Camera(final_camera.viewmats.detach(), final_camera.Ks.detach(), w, h)
         p = SMPLXPose(**{f.name: (getattr(p, f.name).detach() if torch.is_tensor(getattr(p, f.name))
                                   else getattr(p, f.name)) for f in dataclasses.fields(p)})
+    girth_out = d_girth.detach().clone() if use_girth else None
     names = ("total", "l1", "dssim", "alpha")
     losses = [dict(zip(names, row)) for row in torch.stack(loss_terms).tolist()] if loss_terms else []
     timings["refine"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - start
     report(1.0, "done")
-    return RefineResult(refined, projected, p, final_camera, projection, background, losses, timings, cfg, poser)
+    return RefineResult(refined, projected, p, final_camera, projection, background, losses, timings, cfg, poser,
+                        girth_out)
 
 
 @torch.no_grad()
