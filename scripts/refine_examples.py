@@ -69,7 +69,8 @@ def run(paths: list[str], out: str, steps: Optional[int], threads: int, seed: in
         if result.girth is not None:
             mean, low, high = thickness_change(result.girth, output.canonical.skin_weights)
             build = f", thickness change {100 * mean:+.1f} % (5-95 %: {100 * low:+.1f} to {100 * high:+.1f} %)"
-        print(f"{path}: refinement {time.perf_counter() - tick:.1f} s, final loss {result.losses[-1]['total']:.4f}{build}"
+        steps_text = f"{int(result.timings['refine_steps_run'])} of {result.config.steps} steps"
+        print(f"{path}: refinement {time.perf_counter() - tick:.1f} s ({steps_text}), final loss {result.losses[-1]['total']:.4f}{build}"
               if result.losses else f"{path}: projection only")
         bg = result.background
         raw_front = render_input_view(output.canonical, pipe.body, output.rest_joints, fit.pose, fit.camera, bg)

@@ -439,5 +439,10 @@ class SigmanPipeline:
                                 opacities=posed.opacities[0], colors=posed.colors[0])
             renders, cameras = self.render_views(first, num_views, render_size)
         timings = {**output.timings, "refine": result.timings["total"]}
+        notes = list(output.notes)
+        steps_run = int(result.timings.get("refine_steps_run", result.config.steps))
+        if steps_run < result.config.steps:
+            notes.append(f"the photo refinement stopped after {steps_run} of {result.config.steps} steps at its time "
+                         f"limit of {result.config.max_seconds:.0f} s (RefineConfig.max_seconds)")
         return dataclasses.replace(output, canonical=canonical, posed=posed, renders=renders, cameras=cameras,
-                                   timings=timings, raw_canonical=output.canonical, refinement=result)
+                                   timings=timings, raw_canonical=output.canonical, refinement=result, notes=notes)

@@ -25,6 +25,7 @@ through autograd) on the CPU, where the photo is rendered at a reduced size (``r
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
@@ -74,6 +75,8 @@ class RefineConfig:
     # 0.01 lets one held-out subject's limbs slide into a wrong silhouette match, 1.0 holds the fit's error)
     w_align_camera: float = 0.1  # squared camera change while aligning
     render_size: Optional[int] = None  # long side of the fitted render, px (CUDA: photo size up to 1024; CPU 256)
+    max_seconds: Optional[float] = None  # refinement steps stop once the stage has run this long (CPU 55: a
+    # close-up photo covers more pixels and costs more per step; CUDA: no limit). float("inf"): never stop early
     backend: str = "auto"  # render backend: gsplat on CUDA, torch on CPU
     # learning rates (Adam), per group
     lr_color: float = 0.02
@@ -116,7 +119,8 @@ class RefineConfig:
             self, steps=pick(self.steps, 80, 80), align_steps=pick(self.align_steps, 40, 40),
             render_size=pick(self.render_size, min(long_side, 1024), min(long_side, 256)),
             align_size=pick(self.align_size, min(long_side, 256), min(long_side, 128)),
-            align_subsample=max(1, pick(self.align_subsample, 1, 4)))
+            align_subsample=max(1, pick(self.align_subsample, 1, 4)),
+            max_seconds=float(self.max_seconds if self.max_seconds is not None else (math.inf if cuda else 55.0)))
 
 
 def refine_config_overrides(pairs: list[str]) -> dict:
@@ -148,7 +152,8 @@ class RefineResult:
         projection: the per-Gaussian photo weights and colours.
         background: ``[3]`` the photo's background colour.
         losses: per step ``{"total", "l1", "dssim", "alpha"}``.
-        timings: seconds per stage (``align``, ``project``, ``refine``, ``total``).
+        timings: seconds per stage (``align``, ``project``, ``refine``, ``total``) and ``refine_steps_run`` (fewer
+            than ``config.steps`` when ``max_seconds`` stopped the refinement).
         poser: the :data:`Poser` given to :func:`refine_avatar` (for :func:`render_input_view`).
         girth: ``[J]`` the relative thickness change per joint (:mod:`sigman.girth`), or ``None``.
     """
@@ -451,7 +456,11 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
         return g, _pose_with(pose, joints0 + d_joints, transl0 + d_transl)
 
     loss_terms: list[Tensor] = []
+    steps_run = 0
     for step in range(cfg.steps):
+        if time.perf_counter() - start > cfg.max_seconds:
+            break  # the time limit: the avatar as refined so far
+        steps_run = step + 1
         g, p = current()
         cam = _camera_with(render_camera, d_cam_rot, d_cam_trans, d_log_focal)
         out = render(pose_fn(g, p, active), cam, background=bg, backend=cfg.backend)
@@ -499,6 +508,7 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
     names = ("total", "l1", "dssim", "alpha")
     losses = [dict(zip(names, row)) for row in torch.stack(loss_terms).tolist()] if loss_terms else []
     timings["refine"] = time.perf_counter() - tick
+    timings["refine_steps_run"] = float(steps_run)
     timings["total"] = time.perf_counter() - start
     report(1.0, "done")
     return RefineResult(refined, projected, p, final_camera, projection, background, losses, timings, cfg, poser,

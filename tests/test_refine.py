@@ -173,3 +173,17 @@ def test_refine_config_overrides_parse_literals_and_name_bad_pairs():
     for bad in (["stepz=3"], ["steps"], ["steps=fast"]):
         with pytest.raises(ValueError, match=bad[0].split("=")[0]):
             refine_config_overrides(bad)
+
+
+def test_refinement_stops_at_its_time_limit(scene):
+    config = RefineConfig(steps=5, align_steps=0, render_size=48, max_seconds=0.0)
+    result = refine_avatar(scene["model"], scene["body"], scene["template"], scene["rest_joints"], None, scene["pose"],
+                           scene["camera"], scene["photo"], scene["mask"], config)
+    assert result.timings["refine_steps_run"] == 0 and result.losses == []
+    assert torch.allclose(result.canonical.colors, result.projected.colors)
+    assert RefineConfig().resolved("cpu", (512, 512)).max_seconds == 55.0
+    assert math.isinf(RefineConfig().resolved("cuda", (512, 512)).max_seconds)
+    unlimited = RefineConfig(steps=2, align_steps=0, render_size=48, max_seconds=float("inf"))
+    result = refine_avatar(scene["model"], scene["body"], scene["template"], scene["rest_joints"], None, scene["pose"],
+                           scene["camera"], scene["photo"], scene["mask"], unlimited)
+    assert result.timings["refine_steps_run"] == 2 and len(result.losses) == 2
