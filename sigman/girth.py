@@ -2,7 +2,7 @@
 slimmer as a whole (the back too, which the photo does not show), not only move the seen Gaussians.
 
     field = radial_field(canonical.means, rest_joints, body.parents)   # RadialField
-    means = canonical.means + field.offsets(canonical.skin_weights @ girth)   # girth [J]: relative thickness change
+    means, scales = field.thicken(canonical.means, canonical.scales, canonical.skin_weights @ girth)  # girth [J]
 
 Each Gaussian's *radial vector* runs from the nearest point of the skeleton's bones (segments from each
 joint's parent to the joint, in the canonical pose) to the Gaussian. A girth ``g`` moves it by
@@ -26,9 +26,10 @@ class RadialField:
 
     vectors: Tensor
 
-    def offsets(self, girth: Tensor) -> Tensor:
-        """Per-Gaussian relative thickness change ``girth [N]`` -> canonical offsets ``[N, 3]``."""
-        return girth[:, None] * self.vectors
+    def thicken(self, means: Tensor, scales: Tensor, girth: Tensor) -> tuple[Tensor, Tensor]:
+        """Canonical ``means [N, 3]`` and ``scales [N, 3]`` of these Gaussians made ``girth [N]`` (relative)
+        thicker: moved along their radial vectors, and scaled so that the surface stays covered."""
+        return means + girth[:, None] * self.vectors, scales * (1 + girth).clamp_min(0.5)[:, None]
 
     def select(self, index: Tensor) -> "RadialField":
         return RadialField(self.vectors[index])

@@ -440,7 +440,7 @@ class SigmanPipeline:
             renders, cameras = self.render_views(first, num_views, render_size)
         timings = {**output.timings, "refine": result.timings["total"]}
         notes = list(output.notes)
-        steps_run = int(result.timings.get("refine_steps_run", result.config.steps))
+        steps_run = int(result.timings["refine_steps_run"])
         if steps_run < result.config.steps:
             notes.append(f"the photo refinement stopped after {steps_run} of {result.config.steps} steps at its time "
                          f"limit of {result.config.max_seconds:.0f} s (RefineConfig.max_seconds)")

@@ -386,7 +386,7 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
     background = background_color(photo_t, mask_t)
     timings["project"] = time.perf_counter() - start - timings["align"]
     if cfg.steps <= 0:
-        timings["refine"], timings["total"] = 0.0, time.perf_counter() - start
+        timings["refine"], timings["refine_steps_run"], timings["total"] = 0.0, 0.0, time.perf_counter() - start
         report(1.0, "done")
         return RefineResult(projected, projected, pose, camera, projection, background, [], timings, cfg, poser)
 
@@ -413,9 +413,9 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
     use_girth = (cfg.optimize_girth and cfg.optimize_geometry and parents is not None
                  and canonical.skin_weights.shape[-1] == joints_n and parents.numel() == joints_n)
     if use_girth:
-        radial = radial_field(canonical.means, rest_joints, parents).vectors  # [N, 3]
+        radial = radial_field(canonical.means, rest_joints, parents)
         skin = canonical.skin_weights.float()  # [N, J]
-        radial_sub, skin_sub = radial[active], skin[active]
+        radial_sub, skin_sub = radial.select(active), skin[active]
         child = torch.nonzero(parents >= 0)[:, 0]
     d_girth = torch.zeros(joints_n if use_girth else 0, device=device, requires_grad=True)
     d_color = torch.zeros_like(sub.colors, requires_grad=True)
@@ -449,9 +449,7 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
         colors = (sub.colors + d_color).clamp(0, 1)
         means, scales = sub.means + d_offset, sub.scales * d_log_scale.exp()
         if use_girth:
-            girth = skin_sub @ d_girth  # [M]
-            means = means + girth[:, None] * radial_sub
-            scales = scales * (1 + girth).clamp_min(0.5)[:, None]
+            means, scales = radial_sub.thicken(means, scales, skin_sub @ d_girth)
         g = sub.with_(means=means, scales=scales, opacities=torch.sigmoid(logit0 + d_opacity), colors=colors)
         return g, _pose_with(pose, joints0 + d_joints, transl0 + d_transl)
 
@@ -491,9 +489,7 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
         g, p = current()
         means_all, scales_all = projected.means, projected.scales
         if use_girth:  # the Gaussians that were not rendered (the back) take their joints' thickness change too
-            girth_all = skin @ d_girth
-            means_all = means_all + girth_all[:, None] * radial
-            scales_all = scales_all * (1 + girth_all).clamp_min(0.5)[:, None]
+            means_all, scales_all = radial.thicken(means_all, scales_all, skin @ d_girth)
         refined = projected.with_(
             means=means_all.index_copy(0, active, g.means),
             scales=scales_all.index_copy(0, active, g.scales),

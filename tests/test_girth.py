@@ -28,7 +28,8 @@ def test_radial_field_points_from_the_nearest_bone():
     field = radial_field(points, joints, parents, chunk=2)
     expected = torch.tensor([[0.2, 0.0, 0.0], [0.0, 0.3, 0.1], [-0.3, -0.4, 0.0]])
     assert torch.allclose(field.vectors, expected, atol=1e-6)
-    assert torch.allclose(field.offsets(torch.full((3,), 0.5)), 0.5 * expected)
+    means, scales = field.thicken(points, torch.ones(3, 3), torch.full((3,), 0.5))
+    assert torch.allclose(means, points + 0.5 * expected) and torch.allclose(scales, torch.full((3, 3), 1.5))
     assert torch.allclose(field.select(torch.tensor([1])).vectors, expected[1:2], atol=1e-6)
 
 
