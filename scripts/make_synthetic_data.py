@@ -45,7 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--shape-bank", type=str, default=None,
                    help="a ShapeBank .npz (sigman.body.shape_bank): body shapes without the anny package")
-    p.add_argument("--people", choices=["basic", "rich"], default="basic",
+    p.add_argument("--people", choices=["basic", "rich", "mixed"], default="basic",
                    help="appearance sampler: 'basic' (the original look) or 'rich' (layered garments, dresses, "
                         "prints and text, hair styles, shoes, skin tones, baked light)")
     return p.parse_args(argv)

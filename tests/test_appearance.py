@@ -119,3 +119,22 @@ def test_shading_leaves_basic_people_alone_and_lights_the_facing_side():
     quats = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.7071068, 0.7071068, 0.0, 0.0]])
     assert torch.allclose(ap.normals_from_quats(quats),
                           torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, -1.0], [0.0, -1.0, 0.0]]), atol=1e-6)
+
+
+def test_mixed_people_are_basic_or_rich_by_seed():
+    from dataclasses import fields
+
+    from sigman.data.appearance import is_rich, sample_appearance
+
+    seeds = list(range(40))
+    phenotypes = torch.full((len(seeds), 6), 0.5)
+    mixed = sample_appearance(seeds, phenotypes, "mixed")
+    basic = sample_appearance(seeds, phenotypes, "basic")
+    rich = sample_appearance(seeds, phenotypes, "rich")
+    flags = [is_rich(s, "mixed") for s in seeds]
+    assert 10 <= sum(flags) <= 30  # even odds
+    for f in fields(mixed):
+        got = getattr(mixed, f.name)
+        for i, r in enumerate(flags):
+            assert torch.equal(got[i], getattr(rich if r else basic, f.name)[i]), (f.name, i)
+    assert flags == [is_rich(s, "mixed") for s in seeds]  # decided by the seed alone

@@ -228,9 +228,18 @@ def test_dit_trains_on_a_streamed_pool_and_resumes_exactly(vae_workspace, bank_p
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (gsplat)")
-def test_batched_gsplat_render_matches_one_call_per_item(bank_path):
+def test_batched_gsplat_render_matches_one_call_per_item(tmp_path):
+    import numpy as np
+
     from sigman.body import load_body_model
 
+    # a bank of scaled default bodies: the GPU machine has no anny to make one with
+    body = load_body_model("anny")
+    factors = torch.tensor([0.92, 1.0, 1.07])[:, None, None]
+    bank_path = tmp_path / "bank.npz"
+    np.savez(bank_path, phenotypes=torch.rand(3, 6, generator=torch.Generator().manual_seed(0)).numpy(),
+             rest_vertices=(body.rest_vertices[None] * factors).half().numpy(),
+             rest_joints=(body.rest_joints[None] * factors).numpy())
     gen = SyntheticGenerator(dataclasses.replace(SYNTH, shape_bank=str(bank_path), render_uv_resolution=64),
                              device="cuda", body=load_body_model("anny"))
     one = SyntheticStream(gen, dataclasses.replace(STREAM, batched_render=False)).batch(0, 0, 3)

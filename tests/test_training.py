@@ -39,7 +39,7 @@ def data_dir(bank_path, tmp_path_factory):
 def vae_config(data_dir, bank_path, workspace, **kw):
     # GAN from step 2, so the straight run and the resumed one both train the discriminator
     return dataclasses.replace(train_vae.CONFIGS["vae_tiny"], data=str(data_dir), shape_bank=str(bank_path),
-                               workspace=str(workspace), disc_start=2, **kw)
+                               workspace=str(workspace), **{"disc_start": 2, **kw})
 
 
 def dit_config(data_dir, vae_workspace, workspace, **kw):
@@ -293,3 +293,37 @@ def test_dit_runs_data_parallel_in_two_processes(data_dir, vae_run, tmp_path):
     train_steps = [r["step"] for r in steps if r.get("split") == "train"]
     assert train_steps == [1, 2, 3, 4]  # one writer: each step logged once
     assert ckpt.latest_checkpoint(workspace / ckpt.CHECKPOINT_DIR).name.endswith("4")
+
+
+def test_fine_tune_from_a_model_folder(vae_run, dit_run, data_dir, bank_path, tmp_path, anny_body):
+    """--init_weights starts from an exported model folder; --train_parts decoder leaves the encoder (and
+    so the latents a DiT was trained on) exactly as it was; the DiT starts from the folder's weights."""
+    from safetensors.torch import load_file
+
+    folder = export(vae_run[0], dit_run[0], tmp_path / "demo", body=anny_body)
+    shipped = load_file(str(folder / "autoencoder.safetensors"))
+    workspace = tmp_path / "vae_ft"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(anny_body_module, "load_anny_module", no_anny)
+        train_vae.train(vae_config(data_dir, bank_path, workspace, init_weights=str(folder), train_parts="decoder",
+                                   disc_start=-1, lr=1e-2, warmup_steps=1))
+    tuned = ckpt.load_module_state(ckpt.latest_checkpoint(workspace / "checkpoints"), "model")
+    decoder = [k for k in shipped if k.startswith(train_vae.DECODER_PREFIXES)]
+    encoder = [k for k in shipped if not k.startswith(train_vae.DECODER_PREFIXES)]
+    assert decoder and encoder
+    assert all(torch.equal(tuned[k], shipped[k]) for k in encoder)
+    assert sum(not torch.equal(tuned[k], shipped[k]) for k in decoder) > len(decoder) // 2
+
+    model = train_dit.Denoiser(train_dit.SigmanDiT(train_dit.dit_config("demo", **train_dit.TINY_DIT)),
+                               train_dit.build_image_encoder("tiny"))
+    train_dit.load_init_weights(model, str(folder))
+    dit_file = load_file(str(folder / "transformer.safetensors"))
+    assert all(torch.equal(v, dit_file[k].float()) for k, v in model.dit.state_dict().items())
+    with pytest.raises(SystemExit, match="--init_weights: weights file not found"):
+        train_dit.load_init_weights(model, str(tmp_path))
+    with pytest.raises(SystemExit, match="--train_parts must be one of"):
+        train_vae.trainable_parameters(train_vae.SigmanVAE(train_vae.vae_config_of(train_vae.CONFIGS["vae_tiny"])), "head")
+
+    history = train_dit.train(dit_config(data_dir, workspace, tmp_path / "dit_ft", init_weights=str(folder), steps=2,
+                                         auto_latent_scaling=False))
+    assert len(history) == 2 and all(np.isfinite(r["loss"]) for r in history)

@@ -91,6 +91,7 @@ class DiTTrainConfig:
     dit_overrides: dict = field(default_factory=lambda: {"num_heads": 4, "time_embed_dim": 128})
     image_encoder: str = "demo"  # a DemoImageEncoder config, trained jointly
     auto_latent_scaling: bool = True  # latent_scaling_factor = 1 / std of the training latents
+    init_weights: Optional[str] = None  # start from a model folder's transformer + image_encoder .safetensors
     # --- optimisation ---
     steps: int = 100_000
     batch_size: int = 64  # per process
@@ -135,6 +136,21 @@ CONFIGS: dict[str, DiTTrainConfig] = {
 
 
 # --- the trained module -----------------------------------------------------------------------------------
+
+def load_init_weights(model: "Denoiser", folder: str) -> None:
+    """Load a model folder's ``transformer.safetensors`` and ``image_encoder.safetensors`` (the layout of
+    ``SigmanPipeline.save_pretrained``, e.g. the shipped demo weights) into ``model``; strict key /
+    shape check, float16 files are widened."""
+    from sigman.pipeline import DIT_FILE, ENCODER_FILE
+    from sigman.weights import WeightsError, load_weights
+
+    root = Path(folder)
+    try:
+        load_weights(model.dit, root / DIT_FILE)
+        load_weights(model.encoder, root / ENCODER_FILE)
+    except WeightsError as err:
+        raise SystemExit(f"--init_weights: {err}") from err
+
 
 class Denoiser(nn.Module):
     """Image encoder + DiT as one module (one DDP wrapper, one optimizer, one EMA)."""
@@ -304,7 +320,11 @@ def _train(cfg: DiTTrainConfig, resume: Optional[str], stop_at: Optional[int],
     dit_cfg = dit_config(cfg.dit, **cfg.dit_overrides, gradient_checkpointing=cfg.gradient_checkpointing)
     encoder = build_image_encoder(cfg.image_encoder)
     check_compatible(dit_cfg, vae.config, encoder)
-    model = Denoiser(SigmanDiT(dit_cfg), encoder).to(device)
+    model = Denoiser(SigmanDiT(dit_cfg), encoder)
+    if cfg.init_weights and resume is None:
+        load_init_weights(model, cfg.init_weights)
+        logger.print(f"initialised from {cfg.init_weights}")
+    model = model.to(device)
     ema = EMA(model, cfg.ema_decay)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     scheduler = cosine_schedule(optimizer, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)

@@ -95,6 +95,8 @@ class VAETrainConfig:
     # --- model ---
     vae: str = "demo"  # a name in VAE_CONFIGS
     vae_overrides: dict = field(default_factory=dict)
+    init_weights: Optional[str] = None  # start from these weights (a model folder's autoencoder.safetensors, or the file)
+    train_parts: str = "all"  # "all" | "decoder": freeze the encoder, so the latents (and a DiT trained on them) stay valid
     body_model: str = "anny"
     gaussian_uv_resolution: int = 256  # one Gaussian per covered texel (what the pipeline uses)
     render_size: int = 0  # target view size; 0: the VAE config's render_size
@@ -146,6 +148,40 @@ CONFIGS: dict[str, VAETrainConfig] = {
         synthetic_overrides=dict(render_uv_resolution=32, projection=dict(zbuffer_size=32)),
     ),
 }
+
+
+TRAIN_PARTS = ("all", "decoder")
+DECODER_PREFIXES = ("autoencoder.decoder.", "decode_gaussian_geo.", "decode_gaussian_rgb.")
+
+
+def load_init_weights(model: SigmanVAE, source: str) -> None:
+    """Load ``source`` (a model folder holding ``autoencoder.safetensors``, or a safetensors file) into
+    ``model`` with a strict key / shape check."""
+    from sigman.weights import WeightsError, load_weights
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / "autoencoder.safetensors"
+    try:
+        load_weights(model, path)
+    except WeightsError as err:
+        raise SystemExit(f"--init_weights: {err}") from err
+
+
+def trainable_parameters(model: SigmanVAE, parts: str) -> list[nn.Parameter]:
+    """The parameters the optimiser updates; with ``parts="decoder"`` the rest are frozen
+    (``requires_grad`` off), so the encoder and the latents it makes do not change."""
+    if parts not in TRAIN_PARTS:
+        raise SystemExit(f"--train_parts must be one of {TRAIN_PARTS}, got {parts!r}")
+    if parts == "all":
+        return list(model.parameters())
+    trained = []
+    for name, param in model.named_parameters():
+        keep = name.startswith(DECODER_PREFIXES)
+        param.requires_grad_(keep)
+        if keep:
+            trained.append(param)
+    return trained
 
 
 def vae_config_of(cfg: VAETrainConfig) -> VAEConfig:
@@ -284,8 +320,13 @@ def _train(cfg: VAETrainConfig, resume: Optional[str], stop_at: Optional[int], b
             val_loader = val_batches(stream, cfg.val_items, cfg.batch_size, rank, world)
     template = build_uv_template(body, cfg.gaussian_uv_resolution)
     step_fn = GaussianDecoderStep(body, template, vae_cfg, render_size)
-    model = SigmanVAE(vae_cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    model = SigmanVAE(vae_cfg)
+    if cfg.init_weights and resume is None:
+        load_init_weights(model, cfg.init_weights)
+        logger.print(f"initialised from {cfg.init_weights}")
+    trained = trainable_parameters(model, cfg.train_parts)
+    model = model.to(device)
+    optimizer = torch.optim.AdamW(trained, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     use_gan = cfg.disc_start >= 0
     disc = PatchDiscriminator().to(device) if use_gan else None
     d_optimizer = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9)) if use_gan else None
@@ -339,6 +380,9 @@ def _train(cfg: VAETrainConfig, resume: Optional[str], stop_at: Optional[int], b
                              keep=cfg.keep_checkpoints, rank=rank, world_size=world, barrier=accelerator.wait_for_everyone)
 
     n_params = sum(p.numel() for p in model.parameters())
+    if cfg.train_parts != "all":
+        logger.print(f"training the {cfg.train_parts} only: {sum(p.numel() for p in trained) / 1e6:.2f}M of "
+                     f"{n_params / 1e6:.2f}M parameters")
     source = "streamed subjects" if stream is not None else f"{len(train_set)} train items"
     logger.print(f"VAE '{cfg.vae}' ({n_params / 1e6:.2f}M params), {source}, batch {cfg.batch_size} "
                  f"x {world} processes, {cfg.steps} steps, device {device}, mixed precision {accelerator.mixed_precision}")
@@ -361,7 +405,7 @@ def _train(cfg: VAETrainConfig, resume: Optional[str], stop_at: Optional[int], b
             d.requires_grad_(True)
             loss = loss + cfg.gan_weight * parts["g_gan"]
         accelerator.backward(loss)
-        parts["grad_norm"] = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        parts["grad_norm"] = accelerator.clip_grad_norm_(trained, cfg.grad_clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)

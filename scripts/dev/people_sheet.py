@@ -24,7 +24,7 @@ from sigman.render import image_grid, write_image  # noqa: E402
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--people", choices=["basic", "rich"], default="rich")
+    p.add_argument("--people", choices=["basic", "rich", "mixed"], default="rich")
     p.add_argument("--count", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=256, help="render size (square) before cropping")

@@ -16,7 +16,8 @@ head (0 at the face, 1 at the back), all on the default body shape so a garment 
 texels on every body. Stripes, checks, dots and chest prints are functions of the canonical 3D
 position.
 
-Two kinds of people (``people=``): ``"basic"`` (the original look, kept bit for bit) and ``"rich"``:
+Kinds of people (``people=``): ``"basic"`` (the original look, kept bit for bit), ``"rich"`` (below),
+and ``"mixed"`` (each item basic or rich with even odds, decided by its seed). Rich people have
 layered garments (open jackets, cardigans, long coats, vests over the top), skirts and dresses of any
 length, colour blocks, side panels, scattered prints, logos and short text on the chest / back (glyphs
 of PIL's built-in font stamped into a canonical-position chart), fronts and backs that differ, hair
@@ -75,7 +76,14 @@ HAIR_PROBS = np.array([0.28, 0.24, 0.16, 0.1, 0.09, 0.05, 0.05, 0.03])
 PATTERNS = ("solid", "hstripes", "vstripes", "diagonal", "checker", "dots", "print")
 PATTERN_PROBS = np.array([0.45, 0.15, 0.08, 0.06, 0.09, 0.07, 0.10])
 BOTTOMS = ("trousers", "shorts", "skirt")
-PEOPLE = ("basic", "rich")
+PEOPLE = ("basic", "rich", "mixed")
+
+
+def is_rich(seed: int, people: str) -> bool:
+    """Whether the item of ``seed`` gets a rich appearance under ``people`` ("mixed": even odds, by seed)."""
+    if people == "mixed":
+        return bool(np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x5EED]).random() < 0.5)
+    return people == "rich"
 
 # rich people only
 RICH_PATTERNS = PATTERNS + ("block", "panels", "scatter")  # indices >= len(PATTERNS) appear only in "rich"
@@ -468,12 +476,12 @@ def _bottom_pattern_probs() -> np.ndarray:
 
 def sample_appearance(seeds: Sequence[int], phenotypes: Tensor, people: str = "basic") -> AppearanceParams:
     """Appearance parameters of ``B`` items from their seeds and phenotypes ``[B, 6]`` (CPU tensors);
-    ``people`` is ``"basic"`` or ``"rich"`` (see the module's docstring)."""
+    ``people`` is one of :data:`PEOPLE` (see the module's docstring)."""
     if people not in PEOPLE:
         raise ValueError(f"people must be one of {PEOPLE}, got {people!r}")
     rows = [_sample_one(int(s), p.tolist()) for s, p in zip(seeds, phenotypes)]
-    if people == "rich":
-        rows = [_rich_one(int(s), p.tolist(), r) for s, p, r in zip(seeds, phenotypes, rows)]
+    rows = [_rich_one(int(s), p.tolist(), r) if is_rich(int(s), people) else r
+            for s, p, r in zip(seeds, phenotypes, rows)]
     out = {}
     for f in fields(AppearanceParams):
         values = np.asarray([np.asarray(r[f.name], dtype=np.float64) for r in rows])

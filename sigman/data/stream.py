@@ -226,7 +226,7 @@ class SyntheticStream:
         else:
             out["phenotype"] = torch.from_numpy(np.stack(out["phenotype"]))
         seeds = [key_seed(seed, k, 1) for k in keys]
-        people = getattr(g, "people", None)  # SyntheticConfig.people ("basic" | "rich") where the generator has it
+        people = getattr(g, "people", None)  # SyntheticConfig.people ("basic" | "rich" | "mixed") where the generator has it
         out["appearance"] = (sample_appearance(seeds, out["phenotype"]) if people is None
                              else sample_appearance(seeds, out["phenotype"], people))
         return out

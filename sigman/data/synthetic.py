@@ -8,7 +8,7 @@ batch size or device order):
   rotation, and a random global yaw; the body is then translated so its bounding-box centre sits at
   the world origin (the saved pose's ``transl`` includes that shift);
 - an appearance: :mod:`sigman.data.appearance` paints the texels of a UV template (``people``:
-  ``"basic"`` or ``"rich"``; rich people also get a baked light on their posed normals);
+  ``"basic"``, ``"rich"`` or ``"mixed"``; rich people also get a baked light on their posed normals);
 - Gaussians: one flat Gaussian per texel on this body shape (footprints scaled with the local surface
   stretch), posed by linear blend skinning, rendered by :func:`sigman.render.render` into a fixed
   rig of calibrated cameras looking at the origin (rings of views at a few elevations);
@@ -82,7 +82,7 @@ class SyntheticConfig:
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     shape_bank: Optional[str] = None  # a ShapeBank .npz: draw body shapes from it (no anny needed)
-    people: str = "basic"  # appearance sampler: "basic" (the original look) or "rich" (sigman.data.appearance)
+    people: str = "basic"  # appearance sampler: "basic" (the original look), "rich" or "mixed" (sigman.data.appearance)
 
     def __post_init__(self) -> None:
         if self.people not in PEOPLE:
