@@ -327,3 +327,7 @@ def test_fine_tune_from_a_model_folder(vae_run, dit_run, data_dir, bank_path, tm
     history = train_dit.train(dit_config(data_dir, workspace, tmp_path / "dit_ft", init_weights=str(folder), steps=2,
                                          auto_latent_scaling=False))
     assert len(history) == 2 and all(np.isfinite(r["loss"]) for r in history)
+    tuned_folder = export(workspace, tmp_path / "dit_ft", tmp_path / "tuned", body=anny_body)
+    provenance = json.loads((tuned_folder / "training.json").read_text())
+    assert provenance["vae_init_weights"] == provenance["dit_init_weights"] == "demo"  # a name, not a machine path
+    assert provenance["vae_train_parts"] == "decoder"

@@ -144,6 +144,12 @@ def export(vae_ckpt, dit_ckpt, out, max_file_mib: float = MAX_FILE_MIB, dtype: s
         provenance = {"vae_checkpoint": run_relative(vae_folder), "vae_step": vae_state["step"], "vae_sha256": vae_sha,
                       "dit_checkpoint": run_relative(dit_folder), "dit_step": dit_state["step"], "dit_weights": "ema",
                       "stored_dtypes": stored}
+        starts = {"vae": vae_train.get("init_weights"), "dit": dit_state["config"].get("init_weights")}
+        for kind, start in starts.items():  # fine-tuned runs name what they started from (never a machine path)
+            if start:
+                provenance[f"{kind}_init_weights"] = Path(start).name if Path(start).is_absolute() else str(start)
+        if vae_train.get("train_parts", "all") != "all":
+            provenance["vae_train_parts"] = vae_train["train_parts"]
         (tmp / "training.json").write_text(json.dumps(provenance, indent=2, sort_keys=True))
 
         # load it back as the app does, and compare with what was exported
