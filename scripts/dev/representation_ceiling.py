@@ -1,7 +1,7 @@
 """What the demo's Gaussian layout can show at best, without any network: for each held-out item, one
-Gaussian per UV texel on the item's own body (no offsets, the template's frames, scales a fixed
-fraction of the point spacing, opaque), with colours fitted by Adam to half of the item's calibrated
-views and scored on the other half (foreground PSNR / SSIM, as ``scripts/eval_vae.py``). Also scores
+Gaussian per UV texel on the item's own body (no offsets, the template's frames, opaque), with each
+Gaussian's colour and size (one factor on its three scales, starting from ``--scale`` x the point
+spacing) fitted by Adam to half of the item's calibrated views and scored on the other half (foreground PSNR / SSIM, as ``scripts/eval_vae.py``). Also scores
 the colours sampled straight from the item's partial UV texture (what the VAE gets as input).
 
     python scripts/dev/representation_ceiling.py --data data/heldout --limit 3 --steps 60
@@ -67,15 +67,18 @@ def main() -> None:
         on_white = truth * mask + (1 - mask)
         fit_ids, test_ids = list(range(0, len(targets), 2)), list(range(1, len(targets), 2))
 
-        def draw(colors: torch.Tensor, ids: list[int]) -> torch.Tensor:
-            canonical = gaussians_from_attributes(points, torch.zeros_like(points), scale, quats, opacity, colors,
+        log_size = torch.zeros(1, n, 1, requires_grad=True)
+
+        def draw(colors: torch.Tensor, ids: list[int], sized: bool = True) -> torch.Tensor:
+            scales = scale * log_size.exp() if sized else scale
+            canonical = gaussians_from_attributes(points, torch.zeros_like(points), scales, quats, opacity, colors,
                                                   skin_weights=template.skin_weights)
             posed = repose(canonical, transforms)
             g = Gaussians(posed.means[0], posed.quats[0], posed.scales[0], posed.opacities[0], posed.colors[0])
             return render(g, Camera(vm[ids], ks[ids], args.size, args.size), background=(1.0, 1.0, 1.0)).rgb.permute(0, 3, 1, 2)
 
         logits = torch.logit(texture_rgb.clamp(0.02, 0.98)).requires_grad_(True)
-        optimizer = torch.optim.Adam([logits], lr=0.05)
+        optimizer = torch.optim.Adam([logits, log_size], lr=0.05)
         for i in range(args.steps):
             ids = [fit_ids[(4 * i + k) % len(fit_ids)] for k in range(4)]
             loss = (draw(logits.sigmoid(), ids) - on_white[ids]).abs().mean()
@@ -85,8 +88,8 @@ def main() -> None:
         names = [item.calibration.names[targets[v]] for v in test_ids]
         rows = {}
         with torch.no_grad():
-            for key, colors in (("texture", texture_rgb), ("fitted", logits.sigmoid())):
-                pred = draw(colors, test_ids).clamp(0, 1)
+            for key, colors, sized in (("texture", texture_rgb, False), ("fitted", logits.sigmoid(), True)):
+                pred = draw(colors, test_ids, sized).clamp(0, 1)
                 rows[key] = tables[key].add(str(root), names, image_metrics(pred, truth[test_ids], mask[test_ids], None))
         print(f"{item.name}: texture {format_metrics(rows['texture'])} | fitted {format_metrics(rows['fitted'])} "
               f"({time.perf_counter() - tick:.0f} s)", flush=True)
