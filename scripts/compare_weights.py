@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from sigman.evaluation import (first_frame, item_shape, load_item, photo_rgba, read_views, render_at,  # noqa: E402
+from sigman.evaluation import (comparison_grid, first_frame, item_shape, load_item, photo_rgba, read_views, render_at,  # noqa: E402
                                split_items, view_cameras)
 from sigman.pipeline import SigmanPipeline  # noqa: E402
 from sigman.region_eval import back_view  # noqa: E402
@@ -31,12 +31,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from refine_examples import behind, photo_arrays  # noqa: E402
 
 
+def tensor(a: np.ndarray) -> torch.Tensor:
+    """An image array ``[H, W, 3]`` (uint8, or float in [0, 1]) as ``[3, H, W]`` float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(a)).float().permute(2, 0, 1) / (255.0 if a.dtype == np.uint8 else 1.0)
+
+
 def on_white(rgb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return rgb * mask + (1 - mask)
 
 
 @torch.no_grad()
-def heldout_rows(pipes: list[SigmanPipeline], data: str, limit: int, size: int, seed: int) -> list[list[torch.Tensor]]:
+def heldout_rows(pipes: list[SigmanPipeline], data: str, limit: int, size: int,
+                 seed: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     rows = []
     for root in split_items(data, "val", limit):
         item = load_item(root)
@@ -51,11 +57,14 @@ def heldout_rows(pipes: list[SigmanPipeline], data: str, limit: int, size: int, 
             out = pipe(photo, item.pose, seed=seed, shape=None if shape is None else shape.to(pipe.device), num_views=0)
             renders.append(render_at(first_frame(out.posed), view_cameras(item, [side, back], size))[0].cpu())
         truth = on_white(rgb, mask)
-        rows.append([truth[0], truth[1], renders[0][0], renders[1][0], truth[2], renders[0][1], renders[1][1]])
+        sides = torch.stack([truth[1], renders[0][0], renders[1][0]])
+        backs = torch.stack([truth[2], renders[0][1], renders[1][1]])
+        rows.append((truth[0], sides, backs))  # comparison_grid's columns: input | 3 side views | 3 back views
     return rows
 
 
-def photo_rows(pipes: list[SigmanPipeline], photos: list[str], size: int, seed: int) -> list[list[torch.Tensor]]:
+def photo_rows(pipes: list[SigmanPipeline], photos: list[str],
+               seed: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     from sigman.fit import fit_body
     from sigman.person import observe_person
     from sigman.refine import posed_frame, render_input_view
@@ -75,28 +84,8 @@ def photo_rows(pipes: list[SigmanPipeline], photos: list[str], size: int, seed: 
                 for cams, store in ((fit.camera, fronts), (camera_back, backs)):
                     image = render_input_view(out.canonical, pipe.body, out.rest_joints, fit.pose, cams, (1.0, 1.0, 1.0))
                     store.append(image)
-        cells = [rgb, fronts[0], fronts[1], backs[0], backs[1]]
-        rows.append([torch.from_numpy(np.ascontiguousarray(c)).float().permute(2, 0, 1) / (255.0 if c.dtype == np.uint8 else 1.0)
-                     for c in cells])
+        rows.append((tensor(rgb), torch.stack([tensor(f) for f in fronts]), torch.stack([tensor(b) for b in backs])))
     return rows
-
-
-def grid(rows: list[list[torch.Tensor]], labels: list[str], cell: int) -> np.ndarray:
-    """Rows of images, each letterboxed into a ``cell`` square on white, with the labels above."""
-    from PIL import Image, ImageDraw
-
-    width = cell * max(len(r) for r in rows)
-    canvas = Image.new("RGB", (width, 18 + cell * len(rows)), "white")
-    draw = ImageDraw.Draw(canvas)
-    for j, label in enumerate(labels):
-        draw.text((j * cell + 4, 3), label, fill=(0, 0, 0))
-    for i, row in enumerate(rows):
-        for j, img in enumerate(row):
-            a = (img.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-            pic = Image.fromarray(a)
-            pic.thumbnail((cell, cell))
-            canvas.paste(pic, (j * cell + (cell - pic.width) // 2, 18 + i * cell + (cell - pic.height) // 2))
-    return np.asarray(canvas)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -118,12 +107,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.data:
         rows = heldout_rows(pipes, args.data, args.limit, args.size, args.seed)
         labels = ["input", "true side", "old side", "new side", "true back", "old back", "new back"]
-        path = write_image(out.with_name(out.stem + "_heldout" + out.suffix), grid(rows, labels, args.size))
+        path = write_image(out.with_name(out.stem + "_heldout" + out.suffix), comparison_grid(rows, args.size, labels))
         print(f"held-out comparison: {path}")
     if args.photos:
-        rows = photo_rows(pipes, args.photos, args.size, args.seed)
+        rows = photo_rows(pipes, args.photos, args.seed)
         labels = ["photo", "old front", "new front", "old back", "new back"]
-        path = write_image(out.with_name(out.stem + "_photos" + out.suffix), grid(rows, labels, args.size))
+        path = write_image(out.with_name(out.stem + "_photos" + out.suffix), comparison_grid(rows, args.size, labels))
         print(f"photo comparison: {path}")
     return 0
 

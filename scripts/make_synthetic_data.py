@@ -46,8 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--shape-bank", type=str, default=None,
                    help="a ShapeBank .npz (sigman.body.shape_bank): body shapes without the anny package")
     p.add_argument("--people", choices=["basic", "rich", "mixed"], default="basic",
-                   help="appearance sampler: 'basic' (the original look) or 'rich' (layered garments, dresses, "
-                        "prints and text, hair styles, shoes, skin tones, baked light)")
+                   help="appearance sampler: 'basic' (the original look), 'rich' (layered garments, dresses, "
+                        "prints and text, hair styles, shoes, skin tones, baked light) or 'mixed' (each item "
+                        "basic or rich, by its seed)")
     return p.parse_args(argv)
 
 

@@ -1,8 +1,9 @@
 """What the demo's Gaussian layout can show at best, without any network: for each held-out item, one
 Gaussian per UV texel on the item's own body (no offsets, the template's frames, opaque), with each
 Gaussian's colour and size (one factor on its three scales, starting from ``--scale`` x the point
-spacing) fitted by Adam to half of the item's calibrated views and scored on the other half (foreground PSNR / SSIM, as ``scripts/eval_vae.py``). Also scores
-the colours sampled straight from the item's partial UV texture (what the VAE gets as input).
+spacing) fitted by Adam to half of the item's calibrated views and scored on the other half
+(foreground PSNR / SSIM, as ``scripts/eval_vae.py``). Also scores the colours sampled straight from
+the item's partial UV texture (what the VAE gets as input).
 
     python scripts/dev/representation_ceiling.py --data data/heldout --limit 3 --steps 60
 
