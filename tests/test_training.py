@@ -183,6 +183,9 @@ def test_export_loads_in_the_pipeline(vae_run, dit_run, tmp_path, anny_body):
         export(vae_run[0], dit_run[0], tmp_path / "small", max_file_mib=0.01, body=anny_body)
     assert not (tmp_path / "bad").exists() and not (tmp_path / "small").exists()
     assert (tmp_path / "demo" / "pipeline.json").is_file()
+    assert pipe.config.guidance == 3.5  # the PipelineConfig default unless the export names one
+    guided = export(vae_run[0], dit_run[0], tmp_path / "guided", guidance=2.0, body=anny_body)
+    assert json.loads((guided / "pipeline.json").read_text())["guidance"] == 2.0
 
 
 # --- pieces ----------------------------------------------------------------------------------------

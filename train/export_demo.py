@@ -92,8 +92,11 @@ def run_relative(folder: Path) -> str:
 
 
 def export(vae_ckpt, dit_ckpt, out, max_file_mib: float = MAX_FILE_MIB, dtype: str = "auto", body=None,
-           allow_vae_mismatch: bool = False) -> Path:
-    """Write the model folder ``out`` (replaced atomically once it loads back); returns it."""
+           allow_vae_mismatch: bool = False, guidance: Optional[float] = None) -> Path:
+    """Write the model folder ``out`` (replaced atomically once it loads back); returns it.
+
+    ``guidance``: the classifier-free guidance scale stored as the folder's default (None: the
+    :class:`~sigman.pipeline.PipelineConfig` default). Choose it on validation data, not the held-out set."""
     out = Path(out)
     vae, vae_folder, vae_sha = load_trained_vae(vae_ckpt)
     vae_state = ckpt.read_json(vae_folder / ckpt.STATE_FILE)
@@ -128,6 +131,7 @@ def export(vae_ckpt, dit_ckpt, out, max_file_mib: float = MAX_FILE_MIB, dtype: s
         vae_overrides=config_overrides(vae_cfg, VAE_CONFIGS[vae_train["vae"]]),
         dit=dit_name, dit_overrides=config_overrides(dit_cfg, DIT_CONFIGS[dit_name]),
         image_encoder=dit_state["image_encoder"], gaussian_uv_resolution=int(vae_train["gaussian_uv_resolution"]),
+        **({} if guidance is None else {"guidance": float(guidance)}),
     )
     if body is None:
         from sigman.body import load_body_model
@@ -186,10 +190,12 @@ def main(argv: Optional[list[str]] = None) -> Path:
     p.add_argument("--dtype", choices=("auto", "float32", "float16"), default="auto",
                    help="auto: float32 unless a file would exceed the limit, then float16")
     p.add_argument("--allow-vae-mismatch", action="store_true", help="export even if the DiT was trained on another VAE")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="default classifier-free guidance stored in pipeline.json (pick it on validation data)")
     args = p.parse_args(argv)
     try:
         out = export(args.vae_ckpt, args.dit_ckpt, args.out, args.max_file_mib, args.dtype,
-                     allow_vae_mismatch=args.allow_vae_mismatch)
+                     allow_vae_mismatch=args.allow_vae_mismatch, guidance=args.guidance)
     except (ExportError, ckpt.CheckpointError) as err:
         raise SystemExit(f"export failed: {err}")
     for f in sorted(out.iterdir()):
