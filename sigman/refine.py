@@ -62,7 +62,8 @@ NUM_POSE_JOINTS = 22  # root + the 21 SMPL-X body joints are refined; hands, jaw
 @dataclass
 class RefineConfig:
     """Settings of :func:`refine_avatar`. ``None`` fields take device-dependent defaults
-    (:meth:`resolved`): more steps and the photo's own resolution on CUDA, fewer and smaller on CPU."""
+    (:meth:`resolved`): on CUDA the photo's own resolution and a step count that fits its 3 s; on CPU a
+    smaller render, more steps and a time limit (``max_seconds``)."""
 
     steps: Optional[int] = None  # Adam steps (CUDA 80, CPU 140 within max_seconds); 0: projection only
     align_steps: Optional[int] = None  # silhouette-only pose + camera steps before the projection (CUDA 40, CPU 60)
