@@ -9,6 +9,7 @@ fitted camera, then raw and refined from behind.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -45,7 +46,7 @@ def photo_arrays(path: str) -> tuple[np.ndarray, Optional[np.ndarray]]:
     return rgb, None
 
 
-def run(paths: list[str], out: str, steps: Optional[int], threads: int, seed: int) -> Path:
+def run(paths: list[str], out: str, steps: Optional[int], threads: int, seed: int, hair: bool = True) -> Path:
     from sigman.fit import fit_body
     from sigman.person import observe_person
 
@@ -60,16 +61,22 @@ def run(paths: list[str], out: str, steps: Optional[int], threads: int, seed: in
         fit = fit_body(pipe.body, observation)
         output = pipe(path, fit.pose, shape=fit.shape.to(pipe.device), seed=seed, num_views=0)
         bar = tqdm(total=100, desc=Path(path).name, leave=False)
+        config = RefineConfig(steps=steps)
+        config = dataclasses.replace(config, projection=dataclasses.replace(config.projection, hair=hair))
         tick = time.perf_counter()
         result = refine_avatar(output.canonical, pipe.body, pipe.template, output.rest_joints, fit.shape, fit.pose,
-                               fit.camera, rgb, mask, RefineConfig(steps=steps),
-                               progress=lambda f, stage: bar.update(round(100 * f) - bar.n))
+                               fit.camera, rgb, mask, config,
+                               progress=lambda f, stage: bar.update(round(100 * f) - bar.n),
+                               landmarks=observation.landmarks, landmark_visibility=observation.visibility)
         bar.close()
         build = ""
         if result.girth is not None:
             mean, low, high = thickness_change(result.girth, output.canonical.skin_weights)
             build = f", thickness change {100 * mean:+.1f} % (5-95 %: {100 * low:+.1f} to {100 * high:+.1f} %)"
         steps_text = f"{int(result.timings['refine_steps_run'])} of {result.config.steps} steps"
+        if result.hair is not None:
+            rgb8 = [round(255 * float(v)) for v in result.hair.color]
+            build += f", hair colour {rgb8} (confidence {float(result.hair.confidence):.2f})"
         print(f"{path}: refinement {time.perf_counter() - tick:.1f} s ({steps_text}), final loss {result.losses[-1]['total']:.4f}{build}"
               if result.losses else f"{path}: projection only")
         bg = result.background
@@ -93,9 +100,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--refine-steps", type=int, default=None)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-hair", action="store_true",
+                        help="leave the back of the head to the colour matching alone (PhotoProjectionConfig.hair=False)")
     args = parser.parse_args(argv)
     try:
-        path = run(args.images, args.out, args.refine_steps, args.threads, args.seed)
+        path = run(args.images, args.out, args.refine_steps, args.threads, args.seed, hair=not args.no_hair)
     except (ImageInputError, WeightsError, OSError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -403,12 +403,14 @@ class SigmanPipeline:
 
             config = refine if not isinstance(refine, bool) else RefineConfig()
             output = self.refine(output, seen.photo, seen.mask, seen.fit, config, num_views, render_size,
-                                 progress=lambda fraction, stage: report(0.95 + 0.05 * fraction, stage))
+                                 progress=lambda fraction, stage: report(0.95 + 0.05 * fraction, stage),
+                                 observation=seen.person.observation)
         report(1.0, "done")
         return output
 
     def refine(self, output: PipelineOutput, photo, mask, fit, config: Optional["RefineConfig"] = None,
-               num_views: int = 4, render_size: int = 512, progress: Optional[ProgressFn] = None) -> PipelineOutput:
+               num_views: int = 4, render_size: int = 512, progress: Optional[ProgressFn] = None,
+               observation=None) -> PipelineOutput:
         """Make the seen side of ``output``'s avatar the photo itself (:mod:`sigman.refine`).
 
         Args:
@@ -416,6 +418,8 @@ class SigmanPipeline:
             photo: ``[H, W, 3]`` the user's photo (uint8, or float in [0, 1]); mask: ``[H, W]`` its person mask.
             fit: the body fit of the photo (``.pose``, ``.shape``, ``.camera`` at the photo's size, as
                 :class:`sigman.fit.BodyFit`).
+            observation: the photo's :class:`~sigman.observation.PersonObservation` (optional): its face
+                landmarks place the hair colour estimate (``None``: the fitted body's markers do).
         Returns:
             a copy of ``output`` whose ``canonical`` (and ``posed`` / ``renders``) are the refined
             avatar's, with ``raw_canonical`` the model's and ``refinement`` the :class:`RefineResult`.
@@ -429,8 +433,12 @@ class SigmanPipeline:
             poser = release_poser(self.release, output.canonical, output.rest_joints, fit.pose)
         else:
             surface, poser = self.template, None
+        landmarks = visibility = None
+        if observation is not None and tuple(observation.image_size) == (np.shape(mask)[1], np.shape(mask)[0]):
+            landmarks, visibility = observation.landmarks, observation.visibility
         result = refine_avatar(output.canonical, self.body, surface, output.rest_joints, fit.shape, fit.pose,
-                               fit.camera, photo, mask, config or RefineConfig(), progress, poser=poser)
+                               fit.camera, photo, mask, config or RefineConfig(), progress, poser=poser,
+                               landmarks=landmarks, landmark_visibility=visibility)
         canonical = result.canonical
         posed = self.pose_gaussians(canonical, output.rest_joints, output.pose) if output.pose is not None else output.posed
         renders, cameras = output.renders, output.cameras

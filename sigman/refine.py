@@ -8,7 +8,8 @@ Two steps (:class:`RefineConfig` sets both):
 
 1. *Projection* (:mod:`sigman.photo_projection`): every Gaussian the photo sees (depth test against
    the fitted body's z-buffer, normal · view ramp, eroded person mask) takes the photo's colour;
-   the unseen side keeps the model's colours, shifted towards the photo's near the seen side.
+   the unseen side keeps the model's colours, shifted towards the photo's near the seen side; the unseen
+   back and top of the head take the photo's hair colour, found around the face (:func:`hair_colors`).
 2. *Refinement*: the avatar is rendered in the photo's pose from the photo's camera and a bounded
    number of Adam steps fit, to the photo inside the mask (L1 + D-SSIM, alpha against the mask):
    the Gaussians' colours, opacities, small offsets and scales, a thickness change per joint applied
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
@@ -44,7 +46,11 @@ from sigman.photo_projection import (
     AvatarSurface,
     PhotoProjection,
     PhotoProjectionConfig,
+    apply_hair_color,
     background_color,
+    estimate_hair_color,
+    head_hair_region,
+    HairEstimate,
     match_unseen_colors,
     as_surface,
     project_photo,
@@ -159,6 +165,7 @@ class RefineResult:
             than ``config.steps`` when ``max_seconds`` stopped the refinement).
         poser: the :data:`Poser` given to :func:`refine_avatar` (for :func:`render_input_view`).
         girth: ``[J]`` the relative thickness change per joint (:mod:`sigman.girth`), or ``None``.
+        hair: the photo's hair colour estimate (:func:`hair_colors`), or ``None``.
     """
 
     canonical: Gaussians
@@ -172,6 +179,7 @@ class RefineResult:
     config: RefineConfig
     poser: Optional[Poser] = None  # how the avatar was posed (None: sigman's skinning, posed_frame)
     girth: Optional[Tensor] = None  # [J] the refined relative thickness change per joint (None: not refined)
+    hair: Optional[HairEstimate] = None  # the photo's hair colour estimate (None: none made; see hair_colors)
 
 
 # --- image terms ----------------------------------------------------------------------------------
@@ -326,12 +334,71 @@ def align_to_silhouette(canonical: Gaussians, body: BodyModel, rest_joints: Tens
     return p, cam
 
 
+# --- hair -----------------------------------------------------------------------------------------------
+
+def _body_markers(body: BodyModel):
+    """:func:`sigman.body.markers.body_markers` of ``body`` (a few ms), or ``None`` when the body has none."""
+    from sigman.body.markers import body_markers
+
+    try:
+        return body_markers(body)
+    except (ValueError, KeyError, AttributeError, IndexError, RuntimeError):  # a body without a usable head / feet
+        return None
+
+
+@torch.no_grad()
+def hair_colors(colors: Tensor, canonical: Gaussians, weight: Tensor, body: BodyModel, rest_joints: Tensor,
+                shape: Optional[Tensor], pose: SMPLXPose, camera: Camera, photo: Tensor, mask: Tensor,
+                config: PhotoProjectionConfig, landmarks: Optional[Tensor] = None,
+                visibility: Optional[Tensor] = None) -> tuple[Tensor, Optional["HairEstimate"]]:
+    """``colors [N, 3]`` with the unseen back / top of the head blended towards the photo's hair colour
+    (:func:`sigman.photo_projection.estimate_hair_color`, :func:`~sigman.photo_projection.head_hair_region`,
+    :func:`~sigman.photo_projection.apply_hair_color`), and the estimate (``None``: none was made).
+
+    ``landmarks [33, 2]`` / ``visibility [33]``: the photo's BlazePose landmarks (pixels); ``None``: the
+    fitted body's markers (:mod:`sigman.body.markers`) projected by ``camera`` at ``pose``, the face
+    landmarks visible when the face turns towards the camera. The head is the Gaussians' skin weight on
+    the body's head joints (:data:`sigman.body.markers.HEAD_PATTERN`). Nothing changes when the body
+    has no markers or the skin weights are not the body's."""
+    from sigman.body.markers import HEAD_PATTERN
+
+    skin = canonical.skin_weights
+    names = list(getattr(body, "joint_names", []))
+    markers = _body_markers(body)
+    if not config.hair or markers is None or skin is None or skin.shape[-1] != len(names):
+        return colors, None
+    head = [i for i, n in enumerate(names) if re.search(HEAD_PATTERN, n)]
+    if not head:
+        return colors, None
+    device = colors.device
+    markers = markers.to(device)
+    rest_v, _ = body.rest(None if shape is None else shape.to(device))
+    canon_marks = markers.canonical(rest_v[:1].float(), rest_joints.to(device).float()[None])  # [1, 33, 3]
+    if landmarks is None:
+        transforms, _ = body.pose_transforms(pose, rest_joints.to(device))
+        posed = markers.posed(canon_marks, transforms.float())[0]  # [33, 3]
+        landmarks = camera.project(posed)[0]
+        ears = posed[[7, 8]].mean(0)
+        to_cam = camera.positions[0].to(posed) - posed[0]
+        forward = posed[0] - ears
+        facing = float((forward @ to_cam) / (forward.norm() * to_cam.norm()).clamp_min(1e-9))
+        visibility = torch.full((landmarks.shape[0],), 1.0 if facing > 0.2 else 0.0, device=device)
+    estimate = estimate_hair_color(photo, mask, landmarks.to(device), None if visibility is None else visibility.to(device),
+                                   config)
+    if estimate is None or float(estimate.confidence) <= 0:
+        return colors, estimate
+    marks = canon_marks[0]
+    region = head_hair_region(canonical.means, skin[:, head].float().sum(-1), marks[[7, 8]], marks[0],
+                              marks[[9, 10]].mean(0), config, model_colors=canonical.colors)
+    return apply_hair_color(colors, canonical.colors, weight, region, estimate, config), estimate
+
+
 # --- the stage ----------------------------------------------------------------------------------------
 
 def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTemplate, AvatarSurface], rest_joints: Tensor,
                   shape: Optional[Tensor], pose: SMPLXPose, camera: Camera, photo, mask,
                   config: RefineConfig = RefineConfig(), progress: Optional[ProgressFn] = None,
-                  poser: Optional[Poser] = None) -> RefineResult:
+                  poser: Optional[Poser] = None, landmarks=None, landmark_visibility=None) -> RefineResult:
     """Make the photo's seen side the avatar's.
 
     Args:
@@ -345,6 +412,9 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
         config: :class:`RefineConfig`; progress: ``progress(fraction, stage)``.
         poser: ``poser(canonical, one-frame pose, index)`` (:data:`Poser`), differentiable (default: sigman's
             skinning, :func:`posed_frame`; the release's template poses its own way).
+        landmarks: ``[33, 2]`` the photo's BlazePose landmarks in pixels (e.g. the
+            :class:`~sigman.observation.PersonObservation`'s), landmark_visibility: ``[33]``; they place the
+            face for the hair colour (:func:`hair_colors`). ``None``: the fitted body's markers.
     Returns:
         :class:`RefineResult`.
     """
@@ -385,13 +455,18 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
         posed = pose_fn(canonical, pose, None)
     projection = project_photo(surface, posed_vertices, posed, photo_t, mask_t, camera, cfg.projection)
     colors0 = match_unseen_colors(projection.colors, canonical.colors, projection.weight, canonical.means, cfg.projection)
+    hair = None
+    if cfg.projection.hair:
+        as_t = lambda x: None if x is None else torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).float()
+        colors0, hair = hair_colors(colors0, canonical, projection.weight, body, rest_joints, shape, pose, camera,
+                                    photo_t, mask_t, cfg.projection, as_t(landmarks), as_t(landmark_visibility))
     projected = canonical.with_(colors=colors0)
     background = background_color(photo_t, mask_t)
     timings["project"] = time.perf_counter() - start - timings["align"]
     if cfg.steps <= 0:
         timings["refine"], timings["refine_steps_run"], timings["total"] = 0.0, 0.0, time.perf_counter() - start
         report(1.0, "done")
-        return RefineResult(projected, projected, pose, camera, projection, background, [], timings, cfg, poser)
+        return RefineResult(projected, projected, pose, camera, projection, background, [], timings, cfg, poser, hair=hair)
 
     # 2. refinement, on the Gaussians facing the camera, at the render size
     tick = time.perf_counter()
@@ -511,7 +586,7 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
     timings["total"] = time.perf_counter() - start
     report(1.0, "done")
     return RefineResult(refined, projected, p, final_camera, projection, background, losses, timings, cfg, poser,
-                        girth_out)
+                        girth_out, hair=hair)
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from sigman.color import srgb_to_lab  # noqa: F401 - re-exported: the garment measure is in CIELAB
 from sigman.data.appearance import REGION_NAMES, TexelFeatures, region_labels, sample_appearance
 from sigman.gaussians import Gaussians, quat_from_normals, repose, surface_gaussians
 from sigman.render import Camera, render
@@ -32,24 +33,7 @@ DELTA_E_THRESHOLD = 10.0  # the issue's target: every garment region within delt
 MIN_REGION_PIXELS = 200  # a region needs this many labelled pixels (over all compared views) to count
 CONFIG_FILE = "synthetic_config.json"
 
-# sRGB (D65) -> CIE XYZ, and the D65 white (2 degree observer), as IEC 61966-2-1 / CIE 15.
-_XYZ_FROM_RGB = torch.tensor([[0.412453, 0.357580, 0.180423],
-                              [0.212671, 0.715160, 0.072169],
-                              [0.019334, 0.119193, 0.950227]], dtype=torch.float64)
-_D65_WHITE = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
-
-
 # --- colour -------------------------------------------------------------------------------------
-
-def srgb_to_lab(rgb: Tensor) -> Tensor:
-    """CIELAB ``[..., 3]`` (L in 0..100) of sRGB colours ``[..., 3]`` in [0, 1] (D65 white), in float64."""
-    c = rgb.double().clamp(0, 1)
-    linear = torch.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    xyz = linear @ _XYZ_FROM_RGB.to(c.device).T / _D65_WHITE.to(c.device)
-    eps = (6 / 29) ** 3
-    f = torch.where(xyz > eps, xyz.clamp_min(eps) ** (1 / 3), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
-    return torch.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], dim=-1)
-
 
 def delta_e76(lab_a: Tensor, lab_b: Tensor) -> Tensor:
     """CIE76 colour difference (Euclidean distance in CIELAB) of ``[..., 3]`` pairs: ``[...]``."""
