@@ -71,6 +71,10 @@ class PhotoProjectionConfig:
     hair_head_weight: tuple[float, float] = (0.4, 0.7)  # skin weight on the head joints: region 0 -> 1
     hair_forward_cos: tuple[float, float] = (0.35, 0.0)  # cos to the face's forward direction: region 0 -> 1
     hair_top_cos: tuple[float, float] = (0.6, 0.85)  # cos to up (the top of the head): region 0 -> 1
+    hair_nape: float = 0.7  # on Gaussians facing away from the face (cos to forward from hair_forward_cos[1] down
+    # to its mirror, 2 hair_forward_cos[1] - hair_forward_cos[0]: 0 -> full), the region reaches lower (the nape,
+    # behind the ears): the height ramp moves down by this fraction of the mouth-to-ears height and the
+    # hair_head_weight ramp shrinks by this fraction (0: the same region all round)
     hair_follow_model: bool = False  # off: on the held-out set (projection only) it cost 0.05-0.24 dB other views
     # the model's own hair: head Gaussians (not facing forward beyond hair_extend_cos, down to hair_extend_below
     # metres under the mouth's level) whose model colour is within hair_extend_de (dE: full -> none) of the
@@ -364,6 +368,7 @@ def head_hair_region(canonical_points: Tensor, head_weight: Tensor, ears: Tensor
     direction from the ears' midpoint to the Gaussian, against the face's forward direction (ears'
     midpoint to the nose, made horizontal), ramps by ``hair_forward_cos`` (the back and the sides), or
     against up by ``hair_top_cos`` (the top); and the height ramps from the mouth's level (0) to the ears' (1).
+    On the back (facing away from the face) both ramps reach lower, by ``hair_nape`` (the nape, behind the ears).
     With ``model_colors [N, 3]`` and ``hair_follow_model``, the model's own hair joins: head Gaussians not facing forward (below
     ``hair_extend_cos``), down to ``hair_extend_below`` under the mouth, whose model colour is near the model's
     median on the region's core (``hair_extend_de``), when that median differs from the model's face
@@ -380,13 +385,15 @@ def head_hair_region(canonical_points: Tensor, head_weight: Tensor, ears: Tensor
     forward = forward / forward.norm().clamp_min(1e-9)
     rel = pts - centre
     direction = rel / rel.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-    facing = torch.maximum(_ramp(direction @ forward, *config.hair_forward_cos), _ramp(direction[:, 1], *config.hair_top_cos))
-    height = _ramp(pts[:, 1], float(mouth[1]), float(centre[1]))
-    on_head = _ramp(head_weight.float().to(pts), *config.hair_head_weight)
+    cos_forward = direction @ forward
+    facing = torch.maximum(_ramp(cos_forward, *config.hair_forward_cos), _ramp(direction[:, 1], *config.hair_top_cos))
+    side, turned = config.hair_forward_cos
+    back = config.hair_nape * _ramp(cos_forward, turned, 2 * turned - side)  # 0 (sides, front) -> hair_nape (back)
+    height = _ramp(pts[:, 1] + back * (float(centre[1]) - float(mouth[1])), float(mouth[1]), float(centre[1]))
+    on_head = _ramp(head_weight.float().to(pts) / (1 - back).clamp_min(1e-3), *config.hair_head_weight)
     region = on_head * facing * height
     if model_colors is None or not config.hair_follow_model:
         return region
-    cos_forward = direction @ forward
     core, face = region > 0.9, (on_head > 0.9) & (cos_forward > 0.85) & (pts[:, 1] < centre[1])
     if int(core.sum()) < 10 or int(face.sum()) < 10:
         return region
