@@ -122,3 +122,23 @@ def test_bald_head_is_left_as_before(head_scene):
     on, off = _projected(s, photo, mask, True), _projected(s, photo, mask, False)
     assert on.hair is not None and float(on.hair.confidence) == 0.0
     assert torch.equal(on.canonical.colors, off.canonical.colors)
+
+
+def test_the_hair_region_reaches_the_nape_only_behind():
+    """hair_nape: behind the head the region reaches below the mouth's level and onto low head weights;
+    in front and on the sides it does not move."""
+    import dataclasses
+
+    from sigman.photo_projection import head_hair_region
+
+    ears = torch.tensor([[0.08, 1.60, 0.0], [-0.08, 1.60, 0.0]])
+    nose, mouth = torch.tensor([0.0, 1.58, 0.10]), torch.tensor([0.0, 1.52, 0.08])
+    points = torch.tensor([[0.0, 1.50, -0.09],   # behind, just under the mouth's level (the nape)
+                           [0.0, 1.50, 0.09],    # in front at the same height (the chin)
+                           [0.09, 1.50, 0.0]])   # beside (under the ear)
+    weight = torch.tensor([0.3, 0.3, 0.3])
+    on = head_hair_region(points, weight, ears, nose, mouth, PhotoProjectionConfig())
+    off = head_hair_region(points, weight, ears, nose, mouth, dataclasses.replace(PhotoProjectionConfig(), hair_nape=0.0))
+    assert float(off[0]) == 0.0 and float(on[0]) > 0.3
+    assert float(on[1]) == float(off[1]) == 0.0
+    assert float(on[2]) == float(off[2])
