@@ -75,13 +75,6 @@ class PhotoProjectionConfig:
     # to its mirror, 2 hair_forward_cos[1] - hair_forward_cos[0]: 0 -> full), the region reaches lower (the nape,
     # behind the ears): the height ramp moves down by this fraction of the mouth-to-ears height and the
     # hair_head_weight ramp shrinks by this fraction (0: the same region all round)
-    hair_follow_model: bool = False  # off: on the held-out set (projection only) it cost 0.05-0.24 dB other views
-    # the model's own hair: head Gaussians (not facing forward beyond hair_extend_cos, down to hair_extend_below
-    # metres under the mouth's level) whose model colour is within hair_extend_de (dE: full -> none) of the
-    # model's colour on the back of the head join the region, when that colour is not the model's face's
-    hair_extend_cos: float = 0.6
-    hair_extend_below: float = 0.05
-    hair_extend_de: tuple[float, float] = (10.0, 20.0)
 
 
 @dataclass
@@ -262,7 +255,7 @@ def match_unseen_colors(colors: Tensor, model_colors: Tensor, weight: Tensor, ca
 # --- hair -------------------------------------------------------------------------------------------
 
 # BlazePose landmark indices (sigman.observation.BLAZEPOSE_LANDMARKS)
-_NOSE, _LEFT_EYE, _RIGHT_EYE, _LEFT_EAR, _RIGHT_EAR, _MOUTH_LEFT, _MOUTH_RIGHT = 0, 2, 5, 7, 8, 9, 10
+NOSE, LEFT_EYE, RIGHT_EYE, LEFT_EAR, RIGHT_EAR, MOUTH_LEFT, MOUTH_RIGHT = 0, 2, 5, 7, 8, 9, 10
 def _ramp(x: Tensor, low: float, high: float) -> Tensor:
     """0 at ``low``, 1 at ``high`` (either order), linear between."""
     return ((x - low) / (high - low if high != low else 1e-6)).clamp(0, 1)
@@ -314,16 +307,16 @@ def estimate_hair_color(photo: Tensor, mask: Tensor, landmarks: Tensor, visibili
     h, w = mask.shape
     pts = landmarks.to(device, dtype).reshape(-1, 2)
     vis = torch.ones(pts.shape[0], device=device, dtype=dtype) if visibility is None else visibility.to(device, dtype).reshape(-1)
-    if pts.shape[0] < 11 or float(vis[[_NOSE, _LEFT_EYE, _RIGHT_EYE]].min()) < config.hair_visibility:
+    if pts.shape[0] < 11 or float(vis[[NOSE, LEFT_EYE, RIGHT_EYE]].min()) < config.hair_visibility:
         return None
-    eye_c = 0.5 * (pts[_LEFT_EYE] + pts[_RIGHT_EYE])
-    mouth_seen = float(vis[[_MOUTH_LEFT, _MOUTH_RIGHT]].min()) >= config.hair_visibility
-    mouth_c = 0.5 * (pts[_MOUTH_LEFT] + pts[_MOUTH_RIGHT]) if mouth_seen else eye_c + 2.0 * (pts[_NOSE] - eye_c)
+    eye_c = 0.5 * (pts[LEFT_EYE] + pts[RIGHT_EYE])
+    mouth_seen = float(vis[[MOUTH_LEFT, MOUTH_RIGHT]].min()) >= config.hair_visibility
+    mouth_c = 0.5 * (pts[MOUTH_LEFT] + pts[MOUTH_RIGHT]) if mouth_seen else eye_c + 2.0 * (pts[NOSE] - eye_c)
     down = mouth_c - eye_c
     d = float(down.norm())
-    unit = max(d, 1.1 * float((pts[_LEFT_EYE] - pts[_RIGHT_EYE]).norm()))
-    if float(vis[[_LEFT_EAR, _RIGHT_EAR]].min()) >= config.hair_visibility:
-        unit = max(unit, 0.45 * float((pts[_LEFT_EAR] - pts[_RIGHT_EAR]).norm()))
+    unit = max(d, 1.1 * float((pts[LEFT_EYE] - pts[RIGHT_EYE]).norm()))
+    if float(vis[[LEFT_EAR, RIGHT_EAR]].min()) >= config.hair_visibility:
+        unit = max(unit, 0.45 * float((pts[LEFT_EAR] - pts[RIGHT_EAR]).norm()))
     if unit < 1.0 or d < 1e-3:
         return None
     up = -down / d
@@ -360,8 +353,7 @@ def estimate_hair_color(photo: Tensor, mask: Tensor, landmarks: Tensor, visibili
 
 @torch.no_grad()
 def head_hair_region(canonical_points: Tensor, head_weight: Tensor, ears: Tensor, nose: Tensor, mouth: Tensor,
-                     config: PhotoProjectionConfig = PhotoProjectionConfig(),
-                     model_colors: Optional[Tensor] = None) -> Tensor:
+                     config: PhotoProjectionConfig = PhotoProjectionConfig()) -> Tensor:
     """How much each Gaussian is on the back / top of the head (where hair grows): ``[N]`` in [0, 1].
 
     In the canonical frame: the skin weight on the head joints ramps by ``hair_head_weight``; the
@@ -369,10 +361,6 @@ def head_hair_region(canonical_points: Tensor, head_weight: Tensor, ears: Tensor
     midpoint to the nose, made horizontal), ramps by ``hair_forward_cos`` (the back and the sides), or
     against up by ``hair_top_cos`` (the top); and the height ramps from the mouth's level (0) to the ears' (1).
     On the back (facing away from the face) both ramps reach lower, by ``hair_nape`` (the nape, behind the ears).
-    With ``model_colors [N, 3]`` and ``hair_follow_model``, the model's own hair joins: head Gaussians not facing forward (below
-    ``hair_extend_cos``), down to ``hair_extend_below`` under the mouth, whose model colour is near the model's
-    median on the region's core (``hair_extend_de``), when that median differs from the model's face
-    (by ``hair_min_contrast``): a model that paints hair down the nape or over the ears has it replaced too.
 
     Args:
         canonical_points: ``[N, 3]`` Gaussian centres at rest (+y up); head_weight: ``[N]`` skin weight on the head joints.
@@ -391,19 +379,7 @@ def head_hair_region(canonical_points: Tensor, head_weight: Tensor, ears: Tensor
     back = config.hair_nape * _ramp(cos_forward, turned, 2 * turned - side)  # 0 (sides, front) -> hair_nape (back)
     height = _ramp(pts[:, 1] + back * (float(centre[1]) - float(mouth[1])), float(mouth[1]), float(centre[1]))
     on_head = _ramp(head_weight.float().to(pts) / (1 - back).clamp_min(1e-3), *config.hair_head_weight)
-    region = on_head * facing * height
-    if model_colors is None or not config.hair_follow_model:
-        return region
-    core, face = region > 0.9, (on_head > 0.9) & (cos_forward > 0.85) & (pts[:, 1] < centre[1])
-    if int(core.sum()) < 10 or int(face.sum()) < 10:
-        return region
-    lab = srgb_to_lab(model_colors).to(pts)
-    core_lab, face_lab = lab[core].median(dim=0).values, lab[face].median(dim=0).values
-    if float((core_lab - face_lab).norm()) < config.hair_min_contrast:
-        return region  # the model's back of the head looks like its face: no hair of its own to follow
-    near = _ramp((lab - core_lab).norm(dim=-1), config.hair_extend_de[1], config.hair_extend_de[0])
-    candidate = on_head * (cos_forward < config.hair_extend_cos) * (pts[:, 1] > float(mouth[1]) - config.hair_extend_below)
-    return torch.maximum(region, candidate * near)
+    return on_head * facing * height
 
 
 @torch.no_grad()

@@ -361,6 +361,7 @@ def hair_colors(colors: Tensor, canonical: Gaussians, weight: Tensor, body: Body
     the body's head joints (:data:`sigman.body.markers.HEAD_PATTERN`). Nothing changes when the body
     has no markers or the skin weights are not the body's."""
     from sigman.body.markers import HEAD_PATTERN
+    from sigman.photo_projection import LEFT_EAR, MOUTH_LEFT, MOUTH_RIGHT, NOSE, RIGHT_EAR
 
     skin = canonical.skin_weights
     names = list(getattr(body, "joint_names", []))
@@ -378,9 +379,9 @@ def hair_colors(colors: Tensor, canonical: Gaussians, weight: Tensor, body: Body
         transforms, _ = body.pose_transforms(pose, rest_joints.to(device))
         posed = markers.posed(canon_marks, transforms.float())[0]  # [33, 3]
         landmarks = camera.project(posed)[0]
-        ears = posed[[7, 8]].mean(0)
-        to_cam = camera.positions[0].to(posed) - posed[0]
-        forward = posed[0] - ears
+        ears = posed[[LEFT_EAR, RIGHT_EAR]].mean(0)
+        to_cam = camera.positions[0].to(posed) - posed[NOSE]
+        forward = posed[NOSE] - ears
         facing = float((forward @ to_cam) / (forward.norm() * to_cam.norm()).clamp_min(1e-9))
         visibility = torch.full((landmarks.shape[0],), 1.0 if facing > 0.2 else 0.0, device=device)
     estimate = estimate_hair_color(photo, mask, landmarks.to(device), None if visibility is None else visibility.to(device),
@@ -388,8 +389,8 @@ def hair_colors(colors: Tensor, canonical: Gaussians, weight: Tensor, body: Body
     if estimate is None or float(estimate.confidence) <= 0:
         return colors, estimate
     marks = canon_marks[0]
-    region = head_hair_region(canonical.means, skin[:, head].float().sum(-1), marks[[7, 8]], marks[0],
-                              marks[[9, 10]].mean(0), config, model_colors=canonical.colors)
+    region = head_hair_region(canonical.means, skin[:, head].float().sum(-1), marks[[LEFT_EAR, RIGHT_EAR]], marks[NOSE],
+                              marks[[MOUTH_LEFT, MOUTH_RIGHT]].mean(0), config)
     return apply_hair_color(colors, canonical.colors, weight, region, estimate, config), estimate
 
 
@@ -457,7 +458,7 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
     colors0 = match_unseen_colors(projection.colors, canonical.colors, projection.weight, canonical.means, cfg.projection)
     hair = None
     if cfg.projection.hair:
-        as_t = lambda x: None if x is None else torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).float()
+        as_t = lambda x: None if x is None else torch.as_tensor(x).float()
         colors0, hair = hair_colors(colors0, canonical, projection.weight, body, rest_joints, shape, pose, camera,
                                     photo_t, mask_t, cfg.projection, as_t(landmarks), as_t(landmark_visibility))
     projected = canonical.with_(colors=colors0)
