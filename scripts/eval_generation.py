@@ -78,7 +78,7 @@ from sigman.region_eval import (  # noqa: E402
 )
 from sigman.preprocess import ImageInputError  # noqa: E402
 from sigman.render import image_grid, write_image  # noqa: E402
-from sigman.sampling import SAMPLERS  # noqa: E402
+from sigman.sampling import GUIDANCE_SCHEDULES, SAMPLERS  # noqa: E402
 from sigman.settings import MAX_GUIDANCE, MAX_SEED, MAX_STEPS  # noqa: E402
 
 GridRow = tuple[Tensor, Tensor, Tensor]  # photo [3, h, w], truth [K, 3, S, S], generated [K, 3, S, S]
@@ -93,6 +93,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--guidance", type=float_in(0.0, MAX_GUIDANCE), default=None,
                         help=f"classifier-free guidance, 0..{MAX_GUIDANCE:g} (default: the pipeline's)")
     parser.add_argument("--sampler", default=None, choices=list(SAMPLERS))
+    parser.add_argument("--guidance-schedule", default=None, choices=list(GUIDANCE_SCHEDULES),
+                        help="how the guidance changes over the steps (default: the pipeline's)")
     parser.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="sampling noise seed (the same for every item)")
     parser.add_argument("--save-grid", default=None, help="write a comparison picture (PNG) here")
     parser.add_argument("--grid-items", type=int_in(1, 64), default=4, help="rows of the comparison picture, 1..64")
@@ -228,6 +230,8 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list[GridRow]]:
     folder, config = load_pipeline_config(args.weights)
     body = load_body(config.body_model, args.shape_bank) if args.shape_bank else None
     pipe = SigmanPipeline.from_pretrained(folder, device=device, body=body)
+    if args.guidance_schedule is not None:
+        pipe.config.guidance_schedule = args.guidance_schedule
     size = args.size or pipe.vae.config.render_size
     lpips_model, lpips_status = optional_lpips(pipe.device)
     if lpips_model is None:
@@ -278,6 +282,7 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list[GridRow]]:
         "kind": "image_to_3d_novel_views", "data": str(args.data), "split": args.split, "weights": str(folder),
         "device": str(pipe.device), "size": size, "views": args.views, "input_view": args.input_view,
         "steps": args.steps or cfg.steps, "guidance": cfg.guidance if args.guidance is None else args.guidance,
+        "guidance_schedule": cfg.guidance_schedule,
         "sampler": args.sampler or cfg.sampler, "seed": args.seed, "lpips": lpips_status,
         "num_items": len(table.items), "num_images": table.num_images, "skipped": skipped,
         "metrics": table.summary(), "region_colour": regions.summary(),

@@ -5,7 +5,9 @@ estimate the pose back (MediaPipe person understanding + body fit), and measure 
     python scripts/eval_pose.py --device cuda --random 16 --out outputs/pose_eval
 
 Bodies: anny with procedurally painted skin and clothes (sigman.data.appearance, as the synthetic
-training data; a bare grey body is often not seen as a person) and a sampled body shape. Poses:
+training data; a bare grey body is often not seen as a person) and a sampled body shape, with the
+standing heights of adults (``--population adults``, the default; ``uniform``: anny's whole height range,
+as the training data draws it). Poses:
 the static presets of assets/poses and random plausible poses (presets with perturbed joints, as
 the synthetic data draws them). Views: frontal (camera on the body's +Z side) and side (+X), 50
 degree vertical field of view, 512 x 512, at the distance where the body fills 85% of the height. Video: the walk_cycle motion rendered at 30 fps from
@@ -76,23 +78,69 @@ def angle_error_deg(a: SMPLXPose, b: SMPLXPose) -> float:
     return float(torch.rad2deg(roma.rotvec_geodesic_distance(a.body_pose[0].double(), b.body_pose[0].double())).mean())
 
 
-class Scene:
-    """Paints and renders one anny body (sampled shape and clothes) in any pose and camera."""
+POPULATIONS = ("adults", "uniform")
+# Adult standing heights (m) of the "adults" population: a normal distribution whose mean goes from
+# women's to men's with anny's gender phenotype (0 to 1), with the spread of one sex. Round numbers of
+# the size of the measured national averages (e.g. about 1.62-1.65 m for women and 1.75-1.78 m for men in
+# Europe and North America); what matters here is a realistic spread, not a country.
+ADULT_HEIGHT_M = (1.63, 1.77)  # mean at gender 0 and at gender 1
+ADULT_HEIGHT_SD_M = 0.07
 
-    def __init__(self, device: str, seed: int) -> None:
+
+def body_height_m(body, shape: torch.Tensor) -> float:
+    """Standing height of the rest body (top of the head to the soles), metres."""
+    v, _ = body.rest(shape)
+    return float(v[0, :, 1].max() - v[0, :, 1].min())
+
+
+def with_height(body, shape: torch.Tensor, target_m: float, steps: int = 14) -> torch.Tensor:
+    """``shape [1, 6]`` with anny's height phenotype set (bisection) so the body is ``target_m`` tall
+    (clamped to what the other phenotypes allow)."""
+    from sigman.body.anny_body import PHENOTYPE_LABELS
+
+    k = PHENOTYPE_LABELS.index("height")
+    lo, hi = 0.0, 1.0
+    out = shape.clone()
+    for _ in range(steps):
+        out[0, k] = 0.5 * (lo + hi)
+        if body_height_m(body, out) < target_m:
+            lo = float(out[0, k])
+        else:
+            hi = float(out[0, k])
+    out[0, k] = 0.5 * (lo + hi)
+    return out
+
+
+class Scene:
+    """Paints and renders one anny body (sampled shape and clothes) in any pose and camera.
+
+    ``population``: ``"adults"`` (default) draws each body's height from :data:`ADULT_HEIGHT_M` /
+    :data:`ADULT_HEIGHT_SD_M` (the other phenotypes as the synthetic data draws them), ``"uniform"``
+    keeps the synthetic data's uniform height phenotype (1.1 to 2.3 m tall: wider than people are)."""
+
+    def __init__(self, device: str, seed: int, population: str = "adults") -> None:
         from sigman.data.synthetic import SyntheticConfig, SyntheticGenerator
 
+        if population not in POPULATIONS:
+            raise ValueError(f"population must be one of {POPULATIONS}, got {population!r}")
         self.gen = SyntheticGenerator(SyntheticConfig(views=1, render_uv_resolution=192, adult_fraction=1.0),
                                       device=device)
         self.body = self.gen.body
         self.device = device
         self.seed = seed
+        self.population = population
 
     def subject(self, index: int):
+        from sigman.body.anny_body import PHENOTYPE_LABELS
         from sigman.data.appearance import paint
 
         phenotypes, _, appearance = self.gen.sample([index], self.seed)
         shape = phenotypes.to(self.device)
+        if self.population == "adults":
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+            gender = float(shape[0, PHENOTYPE_LABELS.index("gender")])
+            mean = ADULT_HEIGHT_M[0] + gender * (ADULT_HEIGHT_M[1] - ADULT_HEIGHT_M[0])
+            shape = with_height(self.body, shape, mean + ADULT_HEIGHT_SD_M * float(torch.randn(1, generator=g)))
         rest_v, rest_j = self.body.rest(shape)
         colours = paint(self.gen.features, appearance)
         return shape, rest_v.float(), rest_j.float(), colours
@@ -146,7 +194,7 @@ def evaluate(args) -> dict:
     from sigman.presets import resolve_pose
 
     torch.manual_seed(0)
-    scene = Scene(args.device, args.seed)
+    scene = Scene(args.device, args.seed, args.population)
     body = scene.body
     sel = joint_selection(body)
     config = FitConfig(silhouette=not args.no_silhouette)
@@ -189,7 +237,7 @@ def evaluate(args) -> dict:
                 print(f"{name:14s} {view:5s} {source:9s} MPJPE {mpjpe:6.1f} mm  S {smpjpe:6.1f}  PA {pampjpe:6.1f}  angle {ang:5.1f} deg  "
                       f"reproj {fit.reprojection_px:4.1f} px  fit {fit.seconds['total']:.1f} s", flush=True)
     detector.close()
-    result = {"rows": rows, "summary": summarise(rows)}
+    result = {"rows": rows, "summary": summarise(rows), "population": args.population}
     if args.video:
         result["video"] = evaluate_video(scene, args)
     if args.out:
@@ -273,6 +321,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("outputs/pose_eval"))
     parser.add_argument("--random", type=int, default=8, help="random poses besides the presets")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--population", default="adults", choices=POPULATIONS,
+                        help="body heights: 'adults' (as people are, the default) or 'uniform' (anny's whole "
+                             "height range, as the synthetic training data)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-silhouette", action="store_true")
     parser.add_argument("--oracle", action="store_true", help="also fit perfect synthetic landmarks")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import time
 from pathlib import Path
@@ -26,16 +27,18 @@ from sigman.pipeline import SigmanPipeline  # noqa: E402
 from sigman.preprocess import ImageInputError, load_image  # noqa: E402
 from sigman.girth import thickness_change  # noqa: E402
 from sigman.refine import RefineConfig, posed_frame, refine_avatar, render_input_view  # noqa: E402
-from sigman.render import Camera, look_at, write_image  # noqa: E402
+from sigman.render import Camera, fit_orbit_to_points, write_image  # noqa: E402
 from sigman.weights import WeightsError  # noqa: E402
 
 
-def behind(camera: Camera, centre: torch.Tensor) -> Camera:
-    """``camera`` turned half way round the vertical axis through ``centre``, looking at it."""
-    eye = camera.positions[0]
-    rel = eye - centre
-    back = centre + torch.stack([-rel[0], rel[1], -rel[2]])
-    return Camera(look_at(back[None], centre), camera.Ks, camera.width, camera.height)
+def behind(camera: Camera, points: torch.Tensor) -> Camera:
+    """A camera opposite ``camera`` (half way round the vertical axis) that frames all of ``points [N, 3]``
+    (the whole posed avatar, also where the photo shows only part of the person), at ``camera``'s size."""
+    centre = 0.5 * (points.min(0).values + points.max(0).values)
+    rel = camera.positions[0].to(points) - centre
+    azimuth = math.degrees(math.atan2(float(rel[0]), float(rel[2]))) + 180.0
+    return fit_orbit_to_points(points.float(), n_views=1, width=camera.width, height=camera.height, fill=0.92,
+                               start_azimuth_deg=azimuth).to(camera.viewmats.device)
 
 
 def photo_arrays(path: str) -> tuple[np.ndarray, Optional[np.ndarray]]:
@@ -83,8 +86,7 @@ def run(paths: list[str], out: str, steps: Optional[int], threads: int, seed: in
         raw_front = render_input_view(output.canonical, pipe.body, output.rest_joints, fit.pose, fit.camera, bg)
         ref_front = render_input_view(result.canonical, pipe.body, output.rest_joints, result.pose, result.camera, bg)
         posed = posed_frame(result.canonical, pipe.body, output.rest_joints, result.pose.to(pipe.device))
-        centre = 0.5 * (posed.means.min(0).values + posed.means.max(0).values)
-        back = behind(result.camera, centre.to(result.camera.viewmats))
+        back = behind(result.camera, posed.means.to(result.camera.viewmats))
         raw_back = render_input_view(output.canonical, pipe.body, output.rest_joints, fit.pose, back, bg)
         ref_back = render_input_view(result.canonical, pipe.body, output.rest_joints, result.pose, back, bg)
         to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).float().permute(2, 0, 1) / (255.0 if a.dtype == np.uint8 else 1.0)

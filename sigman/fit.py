@@ -28,7 +28,7 @@ Energy (each term visibility-weighted where it uses landmarks):
   rasterizer at 96 px costs far more per iteration on 2 CPU cores than the whole 10 s budget
   allows for ~150 iterations, while these two point terms cost well under a millisecond each;
 - priors: L2 of the body joints to a standing pose (per-joint weights), hinge limits (knees and
-  elbows bend one way and barely sideways), the shape towards the mean, the focal length towards
+  elbows bend one way and barely sideways), the shape towards the mean (anny: its height at ``prior_height_m``), the focal length towards
   its prior, and, for several frames at once, smooth motion.
 
 Modules: :mod:`sigman.fit_shape` (the linear shape basis), :mod:`sigman.fit_init` (the start),
@@ -66,6 +66,7 @@ from sigman.body.markers import BodyMarkers, body_markers
 from sigman.fit_init import CAMERA_ROTATION, default_focal, initial_root_rotation, orientation_candidates  # noqa: F401
 from sigman.fit_kinematics import FitKinematics
 from sigman.fit_shape import ShapeBasis, build_shape_basis  # noqa: F401 - the fit's public names
+from sigman.graphed_steps import run_steps
 from sigman.lbs import lbs_points
 from sigman.observation import BLAZEPOSE_LANDMARKS, PersonObservation
 from sigman.pose import SMPLX_JOINT_NAMES, SMPLXPose
@@ -91,6 +92,9 @@ class FitConfig:
     fit_focal: bool = True
     fit_shape: bool = True
     anny_shape_labels: tuple[str, ...] = ("height", "weight", "proportions")
+    # anny: the shape prior (and the start) puts the body at this standing height, the mean of adults of
+    # either sex (one photo shows no size: anny's default phenotype is 1.63 m); None: anny's default
+    prior_height_m: Optional[float] = 1.70
     smplx_num_betas: int = 10
     silhouette: bool = True  # photos; video frames use fit_bodies(..., silhouette=False) by default
     silhouette_size: int = 128  # px, long side of the mask used by the silhouette term
@@ -116,6 +120,7 @@ class FitConfig:
     robust_sigma: float = 10.0  # Geman-McClure scale of the 2-D term (in units of 2% of the height)
     orientation_candidates: bool = True  # photos: try several root orientations, keep the best
     num_threads: Optional[int] = 1  # torch threads during the fit (small ops run fastest on one)
+    cuda_graphs: bool = True  # on CUDA, replay each step from one CUDA graph (sigman.graphed_steps)
 
 
 @dataclass
@@ -319,6 +324,7 @@ class _Model:
     camera_rotation: Tensor  # [3, 3] CAMERA_ROTATION on the device
     point_weights: Tensor  # [33 + P, J] skinning weights of the markers, then the surface points
     limit_tables: tuple[Tensor, Tensor]  # joint_limit_tables on the device
+    shape_prior: Tensor  # [K] the shape coordinates the prior pulls towards (and the fit starts from)
 
 
 _MODEL_CACHE_ATTR = "_sigman_fit_model"
@@ -327,7 +333,7 @@ _MODEL_CACHE_ATTR = "_sigman_fit_model"
 def _model(body: BodyModel, config: FitConfig, basis: Optional[ShapeBasis] = None) -> _Model:
     """Fit assets of ``body`` (kept on the body object, keyed by what they depend on)."""
     key = (config.fit_shape, tuple(config.anny_shape_labels), config.smplx_num_betas,
-           config.silhouette_points, str(body.rest_vertices.device))
+           config.silhouette_points, config.prior_height_m, str(body.rest_vertices.device))
     cached = getattr(body, _MODEL_CACHE_ATTR, None)
     if cached is not None and cached[0] == key and cached[1] is basis:
         return cached[2]
@@ -341,9 +347,32 @@ def _model(body: BodyModel, config: FitConfig, basis: Optional[ShapeBasis] = Non
     surface_weights = body.skin_weights[surface]
     model = _Model(body, markers, basis, surface, surface_weights, neutral_body_pose().to(device),
                    _prior_weights().to(device), FitKinematics(body), CAMERA_ROTATION.to(device),
-                   torch.cat([markers.weights.to(surface_weights), surface_weights]), joint_limit_tables(device))
+                   torch.cat([markers.weights.to(surface_weights), surface_weights]), joint_limit_tables(device),
+                   shape_prior_coords(body, basis, config))
     object.__setattr__(body, _MODEL_CACHE_ATTR, (key, given, model))
     return model
+
+
+def _standing_height(vertices: Tensor) -> Tensor:
+    return vertices[..., 1].amax(-1) - vertices[..., 1].amin(-1)
+
+
+@torch.no_grad()
+def shape_prior_coords(body: BodyModel, basis: ShapeBasis, config: FitConfig) -> Tensor:
+    """The fitted shape coordinates' prior centre ``[K]``: the body's mean shape, with anny's height
+    coordinate moved (along the linear basis) to ``config.prior_height_m`` when it is fitted."""
+    prior = basis.centre[basis.index].clone()
+    labels = list(config.anny_shape_labels)
+    if body.name != "anny" or config.prior_height_m is None or "height" not in labels or basis.num_coords != len(labels):
+        return prior
+    k = labels.index("height")
+    bumped = prior.clone()
+    bumped[k] += 0.1
+    h0, h1 = _standing_height(basis.rest(torch.stack([prior, bumped]))[0])
+    if float(h1 - h0) <= 1e-6:  # a basis without a height direction
+        return prior
+    prior[k] = (prior[k] + 0.1 * (config.prior_height_m - h0) / (h1 - h0)).clamp(basis.low, basis.high)
+    return prior
 
 
 @contextlib.contextmanager
@@ -426,7 +455,7 @@ def _evaluate(model: _Model, params: _Params, t: _Targets, config: FitConfig, si
     terms["limits"] = config.w_limits * joint_limit_penalty(params.body_pose, model.limit_tables)
     if model.basis.num_coords:
         spread = 0.25 if body.name == "anny" else 1.0
-        c = (params.coords - model.basis.centre[model.basis.index]) / spread
+        c = (params.coords - model.shape_prior) / spread
         terms["shape_prior"] = config.w_shape_prior * c.square().sum().expand(frames)
     if config.fit_focal:
         f0 = math.log(default_focal(t.size, config.fovy_deg))
@@ -514,14 +543,13 @@ def _run(model: _Model, params: _Params, t: _Targets, config: FitConfig, steps: 
     if steps <= 0:
         return
     opt = Adam(groups)
-    for _ in range(steps):
-        opt.zero_grad(set_to_none=True)
-        loss, _, _ = _evaluate(model, params, t, config, silhouette, warm, sequence)
-        loss.backward()
-        opt.step()
-        if model.basis.num_coords:
-            with torch.no_grad():
-                params.coords.clamp_(model.basis.low, model.basis.high)
+
+    def clamp_shape() -> None:
+        with torch.no_grad():
+            params.coords.clamp_(model.basis.low, model.basis.high)
+
+    run_steps(lambda: _evaluate(model, params, t, config, silhouette, warm, sequence)[0], opt, steps,
+              clamp_shape if model.basis.num_coords else None, graph=config.cuda_graphs)
 
 
 def fit_bodies(body: BodyModel, observations: Sequence[PersonObservation], config: FitConfig = FitConfig(),
@@ -564,7 +592,7 @@ def fit_bodies(body: BodyModel, observations: Sequence[PersonObservation], confi
         else:
             orient = torch.stack([roma.rotmat_to_rotvec(initial_root_rotation(o)) for o in observations]).to(device)
             body_pose = model.neutral.expand(frames, -1, -1)
-            coords = basis.centre[basis.index][None].clone()
+            coords = model.shape_prior[None].clone()
             log_focal = torch.tensor([math.log(default_focal(t.size, config.fovy_deg))], device=device)
             warm = None
         start_t = torch.tensor([[0.0, 0.0, 3.0]], device=device).expand(frames, 3)

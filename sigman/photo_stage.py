@@ -111,9 +111,11 @@ class PhotoStage:
 
     def fitting_body(self, body: "BodyModel") -> "BodyModel":
         """The body model the photo is fitted on: ``body`` itself on the CPU, else a CPU copy, made
-        once. The fit is some 600 small kernels a step for about 240 steps, bound by launch
-        latency on a GPU: one photo took 2.82 s on an H200 and 0.96 s on the same machine's CPU (one
-        thread; ``scripts/bench_fit.py``, 2026-12-02)."""
+        once. The fit is some 600 small kernels a step for about 150 steps, bound by launch
+        latency on a GPU: one photo took 2.72 s on an H200 eagerly and 0.95 s on the same machine's CPU
+        (one thread; ``scripts/bench_fit.py``, 2026-12-03). Replayed from CUDA graphs
+        (:mod:`sigman.graphed_steps`) it takes 0.31 s there, but a capture in a server that runs other
+        requests' CUDA work beside it is a risk the 0.6 s are not worth, so the pipeline stays on the CPU."""
         if body.rest_vertices.device.type == "cpu":
             return body
         if self._cpu_body is None or self._cpu_body[0] is not body:

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 VAE_SCALING_FACTOR = 0.6909025648433997  # release: core/model_config/DiT_DDPM.py, vae_scaling_factor
 CONDITION_DROPOUT = 0.05  # release training: image features zeroed with this probability (for CFG)
 SAMPLERS = ("ddim", "dpmpp")
-GUIDANCE_SCHEDULES = ("constant", "cosine", "release-dynamic")
+GUIDANCE_SCHEDULES = ("constant", "cosine", "release-dynamic", "linear-down")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -285,6 +285,9 @@ def guidance_scale_at(guidance: float, schedule: str, step_index: int, timestep:
       count. Since ``(n − t)/n`` is mostly far outside ``[0, 1]``, the scale jumps around in ``[1, 1 + g]``.
     * ``"cosine"``: the ramp that formula intends (CogVideoX's ``DynamicCFG``), on the step fraction
       ``p = i/n``: ``1 + g·(1 − cos(π·p⁵))/2`` — about 1 for the early steps, rising to ``1 + g``.
+    * ``"linear-down"``: ``g`` at the first (noisiest) step, falling linearly to 1 at the last:
+      ``1 + (g − 1)·(1 − i/(n − 1))``. Guidance where the colours and the layout are decided, little
+      where the detail is (strong guidance late over-sharpens and shifts colours).
     """
     if schedule == "constant":
         return float(guidance)
@@ -292,6 +295,8 @@ def guidance_scale_at(guidance: float, schedule: str, step_index: int, timestep:
         return 1 + guidance * (1 - math.cos(math.pi * ((num_steps - timestep) / num_steps) ** 5.0)) / 2
     if schedule == "cosine":
         return 1 + guidance * (1 - math.cos(math.pi * (step_index / num_steps) ** 5.0)) / 2
+    if schedule == "linear-down":
+        return 1 + (guidance - 1) * (1 - step_index / max(num_steps - 1, 1))
     raise ValueError(f"unknown guidance_schedule {schedule!r}; choose one of {GUIDANCE_SCHEDULES}")
 
 

@@ -289,3 +289,29 @@ def test_photo_stage_fits_a_cuda_body_on_a_cpu_copy(anny_body):
     on_gpu = cuda_body(moved.pose, moved.shape).vertices[0]
     assert on_gpu.is_cuda
     torch.testing.assert_close(on_gpu.cpu(), fit.vertices.cpu(), atol=2e-4, rtol=0)  # same body, both devices
+
+
+def test_the_shape_prior_puts_anny_at_the_adult_mean_height(anny_body):
+    """One photo shows no size: the fit starts from, and its prior pulls towards, a body of
+    ``FitConfig.prior_height_m`` (the linear basis' height), not anny's 1.63 m default."""
+    from sigman.fit import _model, shape_prior_coords
+
+    config = FitConfig()
+    basis = build_shape_basis(anny_body, config)
+    height = lambda coords: float(_standing(basis.rest(coords[None])[0][0]))
+    prior = shape_prior_coords(anny_body, basis, config)
+    assert abs(height(prior) - config.prior_height_m) < 0.01
+    assert abs(height(basis.centre[basis.index]) - config.prior_height_m) > 0.03  # the default is shorter
+    default = shape_prior_coords(anny_body, basis, replace(config, prior_height_m=None))
+    assert torch.equal(default, basis.centre[basis.index])
+    tall = shape_prior_coords(anny_body, basis, replace(config, prior_height_m=1.85))
+    assert abs(height(tall) - 1.85) < 0.015
+    assert torch.equal(_model(anny_body, config).shape_prior, prior)
+    # a fit with the shape frozen keeps the prior's height
+    obs = synthetic_observation(anny_body, resolve_pose("standing").frame(0), front_camera(3.0))
+    fit = fit_body(anny_body, obs, replace(FAST, fit_shape=True, w_shape_prior=1e4))
+    assert abs(_standing(anny_body.rest(fit.shape)[0][0]) - config.prior_height_m) < 0.02
+
+
+def _standing(vertices: torch.Tensor) -> float:
+    return float(vertices[:, 1].max() - vertices[:, 1].min())

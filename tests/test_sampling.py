@@ -238,6 +238,9 @@ def test_guidance_schedules():
     assert guidance_scale_at(3.5, "release-dynamic", 15, t, n) == want
     ramp = [guidance_scale_at(3.5, "cosine", i, 0, 30) for i in range(30)]
     assert ramp[0] == 1.0 and all(b >= a for a, b in zip(ramp, ramp[1:])) and 4.0 < ramp[-1] <= 4.5
+    down = [guidance_scale_at(4.0, "linear-down", i, 0, 30) for i in range(30)]
+    assert down[0] == 4.0 and down[-1] == 1.0 and all(b < a for a, b in zip(down, down[1:]))
+    assert down[15] == pytest.approx(1 + 3.0 * (1 - 15 / 29))
     with pytest.raises(ValueError, match="guidance_schedule"):
         guidance_scale_at(3.5, "linear", 0, 0, 30)
     model, feats = tiny_dit(), features()

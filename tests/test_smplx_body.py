@@ -285,3 +285,17 @@ def test_obj_listing_faces_in_another_order(tmp_path):
     write_obj(tmp_path / "smplx_uv.obj", shuffled)
     body = load_body_model("smplx", model_path=tmp_path)
     assert torch.equal(body.face_uvs, torch.from_numpy(arrays["ft"].astype(np.int64)))
+
+
+def test_blazepose_markers_on_a_coarse_smplx_head(body):
+    """A head mesh with no vertex at eye height (the test model's 192 vertices) still gets all 33
+    markers: the ears fall back to a head's width from the head joint (it raised IndexError before)."""
+    from sigman.body.markers import body_markers
+    from sigman.observation import BLAZEPOSE_LANDMARKS
+
+    markers = body_markers(body)
+    rest = markers.canonical(body.rest_vertices[None].float(), body.rest_joints[None].float())[0]
+    assert rest.shape == (33, 3) and torch.isfinite(rest).all()
+    left, right = (rest[BLAZEPOSE_LANDMARKS.index(n)] for n in ("left_ear", "right_ear"))
+    head = body.rest_joints[body.joint_names.index("head")]
+    assert float(left[0]) > float(head[0]) > float(right[0])  # the body's +X side is its left

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from eval_pose import (STATIC_PRESETS, Scene, camera_frame, centred, framing_camera,  # noqa: E402
+from eval_pose import (POPULATIONS, STATIC_PRESETS, Scene, camera_frame, centred, framing_camera,  # noqa: E402
                        joint_selection, random_poses)
 from sigman.body.markers import body_markers  # noqa: E402
 from sigman.presets import resolve_pose  # noqa: E402
@@ -34,17 +34,19 @@ def main() -> int:
     p.add_argument("--poses", nargs="*", default=None)
     p.add_argument("--views", nargs="*", default=["front"])
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--population", default="adults", choices=POPULATIONS)
+    p.add_argument("--model-path", default=None, help="a pose_landmarker .task bundle (default: the shipped 'full')")
     args = p.parse_args()
     torch.set_num_threads(1)
-    from sigman.person import PersonDetector
+    from sigman.person import PersonConfig, PersonDetector
 
-    scene = Scene("cpu", args.seed)
+    scene = Scene("cpu", args.seed, args.population)
     body = scene.body
     sel = joint_selection(body)
     markers = body_markers(body)
     names = [] if args.no_presets else list(args.poses or STATIC_PRESETS)
     poses = [(n, resolve_pose(n).frame(0)) for n in names] + random_poses(args.random, args.seed)
-    detector = PersonDetector()
+    detector = PersonDetector(PersonConfig(model_path=args.model_path))
     cases = []
     for k, (name, pose) in enumerate(poses):
         subject = scene.subject(k)
@@ -53,7 +55,7 @@ def main() -> int:
         transforms, gt = body.pose_transforms(pose, rest_j)
         marks = markers.posed(markers.canonical(rest_v, rest_j), transforms)[0]
         for view in args.views:
-            az = {"front": 0.0, "side": 90.0}[view]
+            az = {"front": 0.0, "side": 90.0, "back": 180.0}[view]
             camera = framing_camera(body, pose, rest_j, az)
             rot = camera.viewmats[0, :3, :3]
             t0 = time.perf_counter()

@@ -154,11 +154,15 @@ def body_markers(body: BodyModel, offsets: Optional[dict[str, tuple[float, float
         vertex[mark["nose"]] = nose
         band = head[(hv[:, 1] - eye_y).abs() < 0.03]
         bv = verts[band]
-        # BlazePose's ears lie EAR_INSET inside the head's widest points at eye height (frontal views)
-        for side, v in (("left", band[bv[:, 0].argmax()]), ("right", band[bv[:, 0].argmin()])):
-            off = verts[v] - head_j
-            off[0] -= torch.sign(off[0]) * EAR_INSET
-            on_joint(f"{side}_ear", names["head"], tuple(float(x) for x in off))
+        if band.numel() >= 2:  # BlazePose's ears lie EAR_INSET inside the head's widest points at eye height
+            for side, v in (("left", band[bv[:, 0].argmax()]), ("right", band[bv[:, 0].argmin()])):
+                off = verts[v] - head_j
+                off[0] -= torch.sign(off[0]) * EAR_INSET
+                on_joint(f"{side}_ear", names["head"], tuple(float(x) for x in off))
+        else:  # a coarse head mesh with no vertex at eye height: ears at a head's width from the head joint
+            width = max(2.2 * eye_x, 0.06)
+            on_joint("left_ear", names["head"], (width, eye_y - float(head_j[1]), 0.0))
+            on_joint("right_ear", names["head"], (-width, eye_y - float(head_j[1]), 0.0))
         nose_p = verts[nose]
         for side, mirror in (("mouth_left", 1.0), ("mouth_right", -1.0)):
             target = torch.tensor([mirror * 0.8 * eye_x, float(nose_p[1]) - 0.045, float(nose_p[2])])
