@@ -19,8 +19,10 @@ Given the fitted body (shape), its pose in the photo and the photo's camera:
    shift of step 5 pulls the unseen back of the head towards the face's skin (the model tends to paint the
    whole seen head as face). The photo's hair colour is taken from the pixels around the face (inside the
    person mask, above / beside an ellipse around the face landmarks, unlike the face's skin), and the
-   unseen Gaussians on the back and top of the head take it (the model's shading variation kept). A photo
-   whose head pixels look like the face (bald, short hair, hidden face) changes nothing.
+   unseen Gaussians on the back and top of the head take it (the model's shading variation kept), and so
+   do those on the temples where the model painted neither skin nor hair (:func:`head_temple_region`,
+   :func:`implausible_head_colors`). A photo whose head pixels look like the face (bald, short hair,
+   hidden face) changes nothing.
 
 Everything is tensor code on the inputs' device.
 """
@@ -71,6 +73,11 @@ class PhotoProjectionConfig:
     hair_head_weight: tuple[float, float] = (0.4, 0.7)  # skin weight on the head joints: region 0 -> 1
     hair_forward_cos: tuple[float, float] = (0.35, 0.0)  # cos to the face's forward direction: region 0 -> 1
     hair_top_cos: tuple[float, float] = (0.6, 0.85)  # cos to up (the top of the head): region 0 -> 1
+    # the temples (above the ears, forward to the forehead: head_temple_region) join the region only where the
+    # model's colour is neither the face's skin nor the photo's hair (implausible_head_colors)
+    hair_temple_cos: tuple[float, float] = (0.8, 0.55)  # above the ears: cos to forward, region 0 -> 1
+    hair_temple_rise: tuple[float, float] = (0.01, 0.04)  # metres above the ears' level: the temple ramp 0 -> 1
+    hair_implausible: tuple[float, float] = (25.0, 35.0)  # CIE76 dE of the model's colour from the nearer: 0 -> 1
     hair_nape: float = 0.7  # on Gaussians facing away from the face (cos to forward from hair_forward_cos[1] down
     # to its mirror, 2 hair_forward_cos[1] - hair_forward_cos[0]: 0 -> full), the region reaches lower (the nape,
     # behind the ears): the height ramp moves down by this fraction of the mouth-to-ears height and the
@@ -352,6 +359,18 @@ def estimate_hair_color(photo: Tensor, mask: Tensor, landmarks: Tensor, visibili
 
 
 @torch.no_grad()
+def _head_directions(points: Tensor, ears: Tensor, nose: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """From the ears' midpoint ``centre [3]``: offsets ``rel [N, 3]``, unit directions ``[N, 3]`` and
+    their cosines ``[N]`` to the face's forward direction (the ears' midpoint to the nose, horizontal)."""
+    centre = ears.float().mean(0).to(points)
+    forward = nose.float().to(points) - centre
+    forward = torch.stack([forward[0], torch.zeros_like(forward[1]), forward[2]])
+    forward = forward / forward.norm().clamp_min(1e-9)
+    rel = points - centre
+    direction = rel / rel.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+    return centre, rel, direction, direction @ forward
+
+
 def head_hair_region(canonical_points: Tensor, head_weight: Tensor, ears: Tensor, nose: Tensor, mouth: Tensor,
                      config: PhotoProjectionConfig = PhotoProjectionConfig()) -> Tensor:
     """How much each Gaussian is on the back / top of the head (where hair grows): ``[N]`` in [0, 1].
@@ -367,19 +386,37 @@ def head_hair_region(canonical_points: Tensor, head_weight: Tensor, ears: Tensor
         ears: ``[2, 3]`` the canonical ear landmarks; nose: ``[3]``; mouth: ``[3]`` (the mouth's midpoint).
     """
     pts = canonical_points.float()
-    centre = ears.float().mean(0).to(pts)
-    forward = nose.float().to(pts) - centre
-    forward = torch.stack([forward[0], torch.zeros_like(forward[1]), forward[2]])
-    forward = forward / forward.norm().clamp_min(1e-9)
-    rel = pts - centre
-    direction = rel / rel.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-    cos_forward = direction @ forward
+    centre, _, direction, cos_forward = _head_directions(pts, ears, nose)
     facing = torch.maximum(_ramp(cos_forward, *config.hair_forward_cos), _ramp(direction[:, 1], *config.hair_top_cos))
     side, turned = config.hair_forward_cos
     back = config.hair_nape * _ramp(cos_forward, turned, 2 * turned - side)  # 0 (sides, front) -> hair_nape (back)
     height = _ramp(pts[:, 1] + back * (float(centre[1]) - float(mouth[1])), float(mouth[1]), float(centre[1]))
     on_head = _ramp(head_weight.float().to(pts) / (1 - back).clamp_min(1e-3), *config.hair_head_weight)
     return on_head * facing * height
+
+
+def head_temple_region(canonical_points: Tensor, head_weight: Tensor, ears: Tensor, nose: Tensor,
+                       config: PhotoProjectionConfig = PhotoProjectionConfig()) -> Tensor:
+    """How much each Gaussian is on a temple or the side of the head above the ears, forward up to the
+    forehead (which :func:`head_hair_region` leaves out): ``[N]`` in [0, 1]. The direction from the ears'
+    midpoint against the face's forward direction ramps by ``hair_temple_cos``, the height above the ears'
+    level by ``hair_temple_rise``, the head skin weight by ``hair_head_weight``. Arguments as there."""
+    pts = canonical_points.float()
+    _, rel, _, cos_forward = _head_directions(pts, ears, nose)
+    on_head = _ramp(head_weight.float().to(pts), *config.hair_head_weight)
+    return on_head * _ramp(cos_forward, *config.hair_temple_cos) * _ramp(rel[:, 1], *config.hair_temple_rise)
+
+
+def implausible_head_colors(model_colors: Tensor, hair: HairEstimate,
+                            config: PhotoProjectionConfig = PhotoProjectionConfig()) -> Tensor:
+    """``[N]`` in [0, 1]: how far the model's colours ``[N, 3]`` are from both the face's skin and the
+    hair of the photo (``hair_implausible``, CIE76 dE of the nearer of the two): 0 where the model
+    painted the person's skin or hair, 1 where it painted something else (a green scalp)."""
+    lab = srgb_to_lab(model_colors.float())
+    skin = srgb_to_lab(hair.skin.to(lab).reshape(1, 3))
+    hair_lab = srgb_to_lab(hair.color.to(lab).reshape(1, 3))
+    nearest = torch.minimum((lab - skin).norm(dim=-1), (lab - hair_lab).norm(dim=-1))
+    return _ramp(nearest, *config.hair_implausible)
 
 
 @torch.no_grad()

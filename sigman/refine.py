@@ -50,7 +50,9 @@ from sigman.photo_projection import (
     background_color,
     estimate_hair_color,
     head_hair_region,
+    head_temple_region,
     HairEstimate,
+    implausible_head_colors,
     match_unseen_colors,
     as_surface,
     project_photo,
@@ -389,8 +391,11 @@ def hair_colors(colors: Tensor, canonical: Gaussians, weight: Tensor, body: Body
     if estimate is None or float(estimate.confidence) <= 0:
         return colors, estimate
     marks = canon_marks[0]
-    region = head_hair_region(canonical.means, skin[:, head].float().sum(-1), marks[[LEFT_EAR, RIGHT_EAR]], marks[NOSE],
+    head_weight = skin[:, head].float().sum(-1)
+    region = head_hair_region(canonical.means, head_weight, marks[[LEFT_EAR, RIGHT_EAR]], marks[NOSE],
                               marks[[MOUTH_LEFT, MOUTH_RIGHT]].mean(0), config)
+    temples = head_temple_region(canonical.means, head_weight, marks[[LEFT_EAR, RIGHT_EAR]], marks[NOSE], config)
+    region = torch.maximum(region, temples * implausible_head_colors(canonical.colors, estimate, config))
     return apply_hair_color(colors, canonical.colors, weight, region, estimate, config), estimate
 
 

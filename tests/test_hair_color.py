@@ -142,3 +142,25 @@ def test_the_hair_region_reaches_the_nape_only_behind():
     assert float(off[0]) == 0.0 and float(on[0]) > 0.3
     assert float(on[1]) == float(off[1]) == 0.0
     assert float(on[2]) == float(off[2])
+
+
+def test_the_temples_take_the_hair_only_where_the_model_painted_neither_skin_nor_hair():
+    """Above the ears the temples reach forward to the forehead (head_temple_region); they join the hair
+    region only where the model's colour is far from both the face's skin and the photo's hair."""
+    import math
+
+    from sigman.photo_projection import HairEstimate, head_temple_region, implausible_head_colors
+
+    ears = torch.tensor([[0.08, 1.60, 0.0], [-0.08, 1.60, 0.0]])
+    nose = torch.tensor([0.0, 1.58, 0.10])
+    r, up = 0.09, 0.06
+    at = lambda deg: [r * math.sin(math.radians(deg)), 1.60 + up, r * math.cos(math.radians(deg))]  # 0: straight ahead
+    points = torch.tensor([at(50), at(15), [0.09, 1.58, 0.04]])  # temple, forehead, cheek (below the ears)
+    temples = head_temple_region(points, torch.ones(3), ears, nose, PhotoProjectionConfig())
+    assert float(temples[0]) > 0.6 and float(temples[1]) < 0.05 and float(temples[2]) == 0.0
+    skin, hair = torch.tensor([0.85, 0.65, 0.55]), torch.tensor([0.35, 0.25, 0.12])
+    estimate = HairEstimate(color=hair, skin=skin, confidence=torch.tensor(1.0), pixels=torch.tensor(100),
+                            region=torch.zeros(1, 1, dtype=torch.bool), hair=torch.zeros(1, 1, dtype=torch.bool))
+    model = torch.stack([skin, hair, 0.5 * (skin + hair), torch.tensor([0.3, 0.8, 0.2])])  # ..., a green scalp
+    odd = implausible_head_colors(model, estimate, PhotoProjectionConfig())
+    assert odd[:3].max() == 0.0 and float(odd[3]) == 1.0
