@@ -78,6 +78,8 @@ class PhotoProjectionConfig:
     hair_temple_cos: tuple[float, float] = (0.8, 0.55)  # above the ears: cos to forward, region 0 -> 1
     hair_temple_rise: tuple[float, float] = (0.01, 0.04)  # metres above the ears' level: the temple ramp 0 -> 1
     hair_implausible: tuple[float, float] = (25.0, 35.0)  # CIE76 dE of the model's colour from the nearer: 0 -> 1
+    neck: bool = True  # the unseen neck takes the seen neck's colour where the model painted neither it nor skin
+    neck_min_seen: int = 20  # seen neck Gaussians needed
     hair_nape: float = 0.7  # on Gaussians facing away from the face (cos to forward from hair_forward_cos[1] down
     # to its mirror, 2 hair_forward_cos[1] - hair_forward_cos[0]: 0 -> full), the region reaches lower (the nape,
     # behind the ears): the height ramp moves down by this fraction of the mouth-to-ears height and the
@@ -417,6 +419,40 @@ def implausible_head_colors(model_colors: Tensor, hair: HairEstimate,
     hair_lab = srgb_to_lab(hair.color.to(lab).reshape(1, 3))
     nearest = torch.minimum((lab - skin).norm(dim=-1), (lab - hair_lab).norm(dim=-1))
     return _ramp(nearest, *config.hair_implausible)
+
+
+@torch.no_grad()
+def match_implausible_neck(colors: Tensor, model_colors: Tensor, weight: Tensor, neck_weight: Tensor, skin: Tensor,
+                           config: PhotoProjectionConfig = PhotoProjectionConfig()) -> Tensor:
+    """The unseen neck Gaussians whose model colour is neither the face's ``skin [3]`` nor the seen neck's
+    colour (the model's garbage, e.g. a green collar behind) take the seen neck's colour (its median in
+    CIELAB; of the model's colour only its lightness variation is kept, by ``hair_shading``); the rest is
+    unchanged.
+
+    Args:
+        colors: ``[N, 3]`` after projection and the hair step; model_colors: ``[N, 3]``; weight: ``[N]``
+        photo weights; neck_weight: ``[N]`` skin weight on the body's neck joints; skin: the photo's face skin.
+    Returns:
+        ``[N, 3]`` colours in [0, 1].
+    """
+    seen = (weight > config.seen_threshold) & (neck_weight > 0.5)
+    if int(seen.sum()) < config.neck_min_seen:
+        return colors
+    lab = srgb_to_lab(colors.float())
+    seen_lab = lab[seen].median(dim=0).values
+    model_lab = srgb_to_lab(model_colors.float())
+    skin_lab = srgb_to_lab(skin.to(model_lab).reshape(1, 3))
+    nearest = torch.minimum((model_lab - skin_lab).norm(dim=-1), (model_lab - seen_lab).norm(dim=-1))
+    on_neck = _ramp(neck_weight.float(), *config.hair_head_weight)
+    alpha = ((1 - weight.float()) * on_neck * _ramp(nearest, *config.hair_implausible)).clamp(0, 1)
+    if not bool((alpha > 0).any()):
+        return colors
+    r = alpha[:, None]
+    mean = (r * model_lab).sum(0) / r.sum().clamp_min(1e-9)
+    shade = torch.zeros_like(model_lab)
+    shade[:, 0] = config.hair_shading * (model_lab[:, 0] - mean[0])  # the model's lightness only: not its hue
+    target = lab_to_srgb(seen_lab + shade).to(colors)
+    return (colors + alpha.to(colors)[:, None] * (target - colors)).clamp(0, 1)
 
 
 @torch.no_grad()

@@ -53,6 +53,7 @@ from sigman.photo_projection import (
     head_temple_region,
     HairEstimate,
     implausible_head_colors,
+    match_implausible_neck,
     match_unseen_colors,
     as_surface,
     project_photo,
@@ -362,7 +363,7 @@ def hair_colors(colors: Tensor, canonical: Gaussians, weight: Tensor, body: Body
     landmarks visible when the face turns towards the camera. The head is the Gaussians' skin weight on
     the body's head joints (:data:`sigman.body.markers.HEAD_PATTERN`). Nothing changes when the body
     has no markers or the skin weights are not the body's."""
-    from sigman.body.markers import HEAD_PATTERN
+    from sigman.body.markers import HEAD_PATTERN, NECK_PATTERN
     from sigman.photo_projection import LEFT_EAR, MOUTH_LEFT, MOUTH_RIGHT, NOSE, RIGHT_EAR
 
     skin = canonical.skin_weights
@@ -396,7 +397,12 @@ def hair_colors(colors: Tensor, canonical: Gaussians, weight: Tensor, body: Body
                               marks[[MOUTH_LEFT, MOUTH_RIGHT]].mean(0), config)
     temples = head_temple_region(canonical.means, head_weight, marks[[LEFT_EAR, RIGHT_EAR]], marks[NOSE], config)
     region = torch.maximum(region, temples * implausible_head_colors(canonical.colors, estimate, config))
-    return apply_hair_color(colors, canonical.colors, weight, region, estimate, config), estimate
+    colors = apply_hair_color(colors, canonical.colors, weight, region, estimate, config)
+    neck = [i for i, n in enumerate(names) if re.search(NECK_PATTERN, n)]
+    if config.neck and neck:
+        colors = match_implausible_neck(colors, canonical.colors, weight, skin[:, neck].float().sum(-1),
+                                        estimate.skin, config)
+    return colors, estimate
 
 
 # --- the stage ----------------------------------------------------------------------------------------

@@ -164,3 +164,22 @@ def test_the_temples_take_the_hair_only_where_the_model_painted_neither_skin_nor
     model = torch.stack([skin, hair, 0.5 * (skin + hair), torch.tensor([0.3, 0.8, 0.2])])  # ..., a green scalp
     odd = implausible_head_colors(model, estimate, PhotoProjectionConfig())
     assert odd[:3].max() == 0.0 and float(odd[3]) == 1.0
+
+
+def test_an_implausible_unseen_neck_takes_the_seen_necks_colour():
+    """match_implausible_neck: unseen neck Gaussians the model painted green (neither the face's skin nor
+    the seen neck's black collar) turn black; unseen ones painted skin, and everything seen, stay."""
+    from sigman.photo_projection import match_implausible_neck
+
+    skin, black, green = torch.tensor([0.85, 0.65, 0.55]), torch.tensor([0.05, 0.05, 0.05]), torch.tensor([0.3, 0.8, 0.2])
+    n = 60
+    model = torch.cat([black.expand(30, 3), green.expand(20, 3), skin.expand(10, 3)])  # seen | unseen green | unseen skin
+    colors = model.clone()
+    weight = torch.cat([torch.ones(30), torch.zeros(30)])
+    neck = torch.ones(n)
+    out = match_implausible_neck(colors, model, weight, neck, skin, PhotoProjectionConfig())
+    assert (out[:30] - colors[:30]).abs().max() < 1e-6  # seen: kept
+    assert (out[30:50] - black).abs().max() < 0.05  # the green collar behind takes the seen black
+    assert (out[50:] - skin).abs().max() < 1e-6  # skin behind is plausible: kept
+    few = match_implausible_neck(colors, model, torch.cat([torch.ones(5), torch.zeros(55)]), neck, skin)
+    assert torch.equal(few, colors)  # too few seen neck Gaussians: nothing changes

@@ -56,6 +56,7 @@ JOINT_OFFSETS: dict[str, dict[str, tuple[float, float, float]]] = {
 EAR_INSET = 0.04
 # Joints whose skinned vertices form the head / the left foot (regular expressions).
 HEAD_PATTERN = r"^(head|jaw|eye\.[LR]|left_eye_smplhf|right_eye_smplhf)$"
+NECK_PATTERN = r"^neck"  # anny: neck01-03; SMPL-X: neck
 FOOT_PATTERN = {"anny": r"^(foot|toe\d-\d)\.L$", "smplx": r"^left_(ankle|foot)$"}
 
 
