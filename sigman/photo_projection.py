@@ -360,7 +360,6 @@ def estimate_hair_color(photo: Tensor, mask: Tensor, landmarks: Tensor, visibili
                         region=region, hair=hair)
 
 
-@torch.no_grad()
 def _head_directions(points: Tensor, ears: Tensor, nose: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """From the ears' midpoint ``centre [3]``: offsets ``rel [N, 3]``, unit directions ``[N, 3]`` and
     their cosines ``[N]`` to the face's forward direction (the ears' midpoint to the nose, horizontal)."""
@@ -373,6 +372,7 @@ def _head_directions(points: Tensor, ears: Tensor, nose: Tensor) -> tuple[Tensor
     return centre, rel, direction, direction @ forward
 
 
+@torch.no_grad()
 def head_hair_region(canonical_points: Tensor, head_weight: Tensor, ears: Tensor, nose: Tensor, mouth: Tensor,
                      config: PhotoProjectionConfig = PhotoProjectionConfig()) -> Tensor:
     """How much each Gaussian is on the back / top of the head (where hair grows): ``[N]`` in [0, 1].
@@ -409,16 +409,19 @@ def head_temple_region(canonical_points: Tensor, head_weight: Tensor, ears: Tens
     return on_head * _ramp(cos_forward, *config.hair_temple_cos) * _ramp(rel[:, 1], *config.hair_temple_rise)
 
 
+def _implausible(model_lab: Tensor, references_lab: Tensor, config: PhotoProjectionConfig) -> Tensor:
+    """``[N]`` in [0, 1]: CIE76 dE of each model colour ``[N, 3]`` (CIELAB) from the nearest of the
+    references ``[K, 3]`` (CIELAB), ramped by ``hair_implausible``."""
+    return _ramp(torch.cdist(model_lab, references_lab.to(model_lab)).amin(dim=-1), *config.hair_implausible)
+
+
 def implausible_head_colors(model_colors: Tensor, hair: HairEstimate,
                             config: PhotoProjectionConfig = PhotoProjectionConfig()) -> Tensor:
     """``[N]`` in [0, 1]: how far the model's colours ``[N, 3]`` are from both the face's skin and the
     hair of the photo (``hair_implausible``, CIE76 dE of the nearer of the two): 0 where the model
     painted the person's skin or hair, 1 where it painted something else (a green scalp)."""
     lab = srgb_to_lab(model_colors.float())
-    skin = srgb_to_lab(hair.skin.to(lab).reshape(1, 3))
-    hair_lab = srgb_to_lab(hair.color.to(lab).reshape(1, 3))
-    nearest = torch.minimum((lab - skin).norm(dim=-1), (lab - hair_lab).norm(dim=-1))
-    return _ramp(nearest, *config.hair_implausible)
+    return _implausible(lab, srgb_to_lab(torch.stack([hair.skin, hair.color]).to(lab)), config)
 
 
 @torch.no_grad()
@@ -438,13 +441,12 @@ def match_implausible_neck(colors: Tensor, model_colors: Tensor, weight: Tensor,
     seen = (weight > config.seen_threshold) & (neck_weight > 0.5)
     if int(seen.sum()) < config.neck_min_seen:
         return colors
-    lab = srgb_to_lab(colors.float())
-    seen_lab = lab[seen].median(dim=0).values
+    seen_lab = srgb_to_lab(colors[seen].float()).median(dim=0).values
     model_lab = srgb_to_lab(model_colors.float())
-    skin_lab = srgb_to_lab(skin.to(model_lab).reshape(1, 3))
-    nearest = torch.minimum((model_lab - skin_lab).norm(dim=-1), (model_lab - seen_lab).norm(dim=-1))
+    skin_lab = srgb_to_lab(skin.to(model_lab).reshape(1, 3))[0]
+    odd = _implausible(model_lab, torch.stack([skin_lab, seen_lab]), config)
     on_neck = _ramp(neck_weight.float(), *config.hair_head_weight)
-    alpha = ((1 - weight.float()) * on_neck * _ramp(nearest, *config.hair_implausible)).clamp(0, 1)
+    alpha = ((1 - weight.float()) * on_neck * odd).clamp(0, 1)
     if not bool((alpha > 0).any()):
         return colors
     r = alpha[:, None]

@@ -21,16 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from eval_pose import aligned_errors, angle_error_deg, camera_frame, joint_selection  # noqa: E402
+from eval_pose import aligned_errors, angle_error_deg, body_height_m, camera_frame, joint_selection  # noqa: E402
 from sigman.body import load_body_model  # noqa: E402
 from sigman.fit import CAMERA_ROTATION, FitConfig, fit_body  # noqa: E402
 from sigman.pose import SMPLX_JOINT_NAMES  # noqa: E402
 from sigman.world_landmarks import debiased_world_landmarks  # noqa: E402
-
-
-def body_height(body, shape) -> float:
-    v, _ = body.rest(shape.to(body.rest_vertices.device))
-    return float(v[0, :, 1].max() - v[0, :, 1].min())
 
 
 def main() -> int:
@@ -73,7 +68,7 @@ def main() -> int:
         pred = camera_frame(fit.joints[sel], CAMERA_ROTATION)
         gt = c["gt_cam"].float()
         m, s, pa = aligned_errors(pred, gt)
-        ht, hf = body_height(body, c["shape"]), body_height(body, fit.shape)
+        ht, hf = body_height_m(body, c["shape"]), body_height_m(body, fit.shape)
         dz = float((pred[:, 2] - gt[:, 2]).mean() * 1000)
         per_joint.append((pred - gt).norm(dim=-1).numpy() * 1000)
         rows.append(dict(name=c["name"], mpjpe=m, s=s, pa=pa, angle=angle_error_deg(fit.pose, c["pose"]),

@@ -149,6 +149,12 @@ def body_markers(body: BodyModel, offsets: Optional[dict[str, tuple[float, float
         on_joint(f"{side}_eye", eye_name, (0.0, 0.0, 0.01))
         on_joint(f"{side}_eye_inner", eye_name, (-mirror * eye_dx, 0.0, 0.005))
         on_joint(f"{side}_eye_outer", eye_name, (mirror * eye_dx, 0.0, 0.0))
+
+    def ears_from_the_head_joint() -> None:  # no usable head vertices: ears a head's width from the head joint
+        width = max(2.2 * eye_x, 0.06)
+        on_joint("left_ear", names["head"], (width, eye_y - float(head_j[1]), 0.0))
+        on_joint("right_ear", names["head"], (-width, eye_y - float(head_j[1]), 0.0))
+
     if len(head) >= 10:
         hv = verts[head]
         nose = head[hv[:, 2].argmax()]
@@ -160,19 +166,15 @@ def body_markers(body: BodyModel, offsets: Optional[dict[str, tuple[float, float
                 off = verts[v] - head_j
                 off[0] -= torch.sign(off[0]) * EAR_INSET
                 on_joint(f"{side}_ear", names["head"], tuple(float(x) for x in off))
-        else:  # a coarse head mesh with no vertex at eye height: ears at a head's width from the head joint
-            width = max(2.2 * eye_x, 0.06)
-            on_joint("left_ear", names["head"], (width, eye_y - float(head_j[1]), 0.0))
-            on_joint("right_ear", names["head"], (-width, eye_y - float(head_j[1]), 0.0))
+        else:  # a coarse head mesh with no vertex at eye height
+            ears_from_the_head_joint()
         nose_p = verts[nose]
         for side, mirror in (("mouth_left", 1.0), ("mouth_right", -1.0)):
             target = torch.tensor([mirror * 0.8 * eye_x, float(nose_p[1]) - 0.045, float(nose_p[2])])
             vertex[mark[side]] = head[(hv - target).norm(dim=1).argmin()]
     else:
-        width = max(2.2 * eye_x, 0.06)
         on_joint("nose", names["head"], (0.0, eye_y - float(head_j[1]) - 0.04, float(eye_l[2] - head_j[2]) + 0.03))
-        on_joint("left_ear", names["head"], (width, eye_y - float(head_j[1]), 0.0))
-        on_joint("right_ear", names["head"], (-width, eye_y - float(head_j[1]), 0.0))
+        ears_from_the_head_joint()
         on_joint("mouth_left", names["head"], (0.8 * eye_x, eye_y - float(head_j[1]) - 0.08, float(eye_l[2] - head_j[2])))
         on_joint("mouth_right", names["head"], (-0.8 * eye_x, eye_y - float(head_j[1]) - 0.08, float(eye_l[2] - head_j[2])))
 
