@@ -28,7 +28,8 @@ Energy (each term visibility-weighted where it uses landmarks):
   rasterizer at 96 px costs far more per iteration on 2 CPU cores than the whole 10 s budget
   allows for ~150 iterations, while these two point terms cost well under a millisecond each;
 - priors: L2 of the body joints to a standing pose (per-joint weights), hinge limits (knees and
-  elbows bend one way and barely sideways), the shape towards the mean (anny: its height at ``prior_height_m``), the focal length towards
+  elbows bend one way and barely sideways), the shape towards the mean (anny: its height at ``prior_height_m``),
+  anny's standing height in metres towards ``prior_height_m`` (``w_height_prior``), the focal length towards
   its prior, and, for several frames at once, smooth motion.
 
 Modules: :mod:`sigman.fit_shape` (the linear shape basis), :mod:`sigman.fit_init` (the start),
@@ -95,6 +96,12 @@ class FitConfig:
     # anny: the shape prior (and the start) puts the body at this standing height, the mean of adults of
     # either sex (one photo shows no size: anny's default phenotype is 1.63 m); None: anny's default
     prior_height_m: Optional[float] = 1.70
+    # the standing height's own prior (anny): N(prior_height_m, prior_height_sd_m), the spread of adults
+    # of both sexes. One photo cannot show size (a smaller body nearer the camera projects the same),
+    # so without it the height drifts wherever anny's height-linked proportions lead (measured on
+    # perfect landmarks: 10 cm short on average, down to 1.14 m)
+    prior_height_sd_m: float = 0.08
+    w_height_prior: float = 0.5
     smplx_num_betas: int = 10
     silhouette: bool = True  # photos; video frames use fit_bodies(..., silhouette=False) by default
     silhouette_size: int = 128  # px, long side of the mask used by the silhouette term
@@ -325,6 +332,8 @@ class _Model:
     point_weights: Tensor  # [33 + P, J] skinning weights of the markers, then the surface points
     limit_tables: tuple[Tensor, Tensor]  # joint_limit_tables on the device
     shape_prior: Tensor  # [K] the shape coordinates the prior pulls towards (and the fit starts from)
+    height_base: Tensor  # [2, P] rest y of the P highest (row 0) and lowest (row 1) vertices of the prior body
+    height_dirs: Tensor  # [K, 2, P] their y per unit of each shape coordinate
 
 
 _MODEL_CACHE_ATTR = "_sigman_fit_model"
@@ -345,16 +354,35 @@ def _model(body: BodyModel, config: FitConfig, basis: Optional[ShapeBasis] = Non
     surface = torch.linspace(0, v - 1, p, device=device).round().long()
     markers = body_markers(body)
     surface_weights = body.skin_weights[surface]
+    prior = shape_prior_coords(body, basis, config)
     model = _Model(body, markers, basis, surface, surface_weights, neutral_body_pose().to(device),
                    _prior_weights().to(device), FitKinematics(body), CAMERA_ROTATION.to(device),
                    torch.cat([markers.weights.to(surface_weights), surface_weights]), joint_limit_tables(device),
-                   shape_prior_coords(body, basis, config))
+                   prior, *_height_points(basis, prior))
     object.__setattr__(body, _MODEL_CACHE_ATTR, (key, given, model))
     return model
 
 
 def _standing_height(vertices: Tensor) -> Tensor:
     return vertices[..., 1].amax(-1) - vertices[..., 1].amin(-1)
+
+
+def _height_points(basis: ShapeBasis, coords: Tensor, count: int = 64) -> tuple[Tensor, Tensor]:
+    """The rest y of the ``count`` highest and lowest vertices of the body at ``coords [K]``, as
+    ``[2, P]``, and their y per shape coordinate ``[K, 2, P]``: the standing height near ``coords``
+    from a few hundred numbers, so the height prior does not backpropagate through every vertex."""
+    with torch.no_grad():
+        y = basis.rest(coords[None])[0][0, :, 1]
+        count = min(count, y.numel())
+        idx = torch.stack([y.topk(count).indices, (-y).topk(count).indices])  # [2, P]
+        return basis.base_vertices[idx, 1], basis.dir_vertices[:, idx, 1]
+
+
+def _model_height(model: "_Model", coords: Tensor) -> Tensor:
+    """Standing height ``[B]`` of the linear-basis body at ``coords [B, K]``, from the height points."""
+    delta = coords - model.basis.centre[model.basis.index]
+    y = model.height_base + torch.einsum("bk,kqp->bqp", delta, model.height_dirs)  # [B, 2, P]
+    return y[:, 0].amax(-1) - y[:, 1].amin(-1)
 
 
 @torch.no_grad()
@@ -457,6 +485,9 @@ def _evaluate(model: _Model, params: _Params, t: _Targets, config: FitConfig, si
         spread = 0.25 if body.name == "anny" else 1.0
         c = (params.coords - model.shape_prior) / spread
         terms["shape_prior"] = config.w_shape_prior * c.square().sum().expand(frames)
+        if body.name == "anny" and config.prior_height_m is not None and config.w_height_prior > 0:
+            z = (_model_height(model, params.coords) - config.prior_height_m) / config.prior_height_sd_m
+            terms["height_prior"] = config.w_height_prior * z.square().sum().expand(frames)
     if config.fit_focal:
         f0 = math.log(default_focal(t.size, config.fovy_deg))
         terms["focal_prior"] = config.w_focal_prior * (params.log_focal - f0).square().sum().expand(frames)
@@ -476,12 +507,14 @@ NUM_MARKERS = len(BLAZEPOSE_LANDMARKS)
 
 
 def world_scale(centred: Tensor, world: Tensor, weights: Tensor) -> Tensor:
-    """Least-squares scale ``[T]`` that takes the world landmarks ``[T, 33, 3]`` onto the body's
-    hip-centred markers ``[T, 33, 3]`` (no gradient; clamped to [0.6, 1.6])."""
+    """Scale ``[T]`` that brings the world landmarks ``[T, 33, 3]`` to the size of the body's
+    hip-centred markers ``[T, 33, 3]``: the ratio of their weighted RMS sizes (no gradient; clamped to
+    [0.6, 1.6]). Not the least-squares scale: that one shrinks as the two shapes disagree, so it
+    would pull the body smaller at every step of a fit."""
     with torch.no_grad():
-        num = ((centred * world).sum(-1) * weights).sum(-1)
+        num = (centred.square().sum(-1) * weights).sum(-1)
         den = (world.square().sum(-1) * weights).sum(-1).clamp_min(1e-9)
-        return (num / den).clamp(0.6, 1.6)
+        return (num / den).sqrt().clamp(0.6, 1.6)
 
 
 def _world_term(centred: Tensor, t: _Targets, config: FitConfig) -> Tensor:

@@ -105,12 +105,13 @@ def test_shape_recovery_direction(anny_body):
     for h in (0.2, 0.8):
         rest = basis.rest(torch.tensor([[h]]))
         obs = synthetic_observation(anny_body, pose, camera, rest=rest)
-        fit = fit_body(anny_body, obs, replace(FAST, fit_shape=True), shape_basis=basis)
+        fit = fit_body(anny_body, obs, replace(FAST, fit_shape=True, w_height_prior=0.0), shape_basis=basis)
         heights.append(float(fit.shape[0, 4]))
         assert fit.shape.shape == (1, 6)
-    # the size comes from the metric world landmarks (a low-weight term): the direction is right,
-    # the amount is shrunk towards the mean
-    assert heights[0] < 0.5 < heights[1] and heights[1] - heights[0] > 0.05
+    # the size shows through the proportions only (perspective does not show it, and the world
+    # landmarks are compared scale-free; the metric height prior is off here, so that this tests
+    # what the data says): the direction is right, the amount is shrunk towards the prior
+    assert heights[0] < heights[1] - 0.05
 
 
 def test_smplx_shape_basis_is_exact(tmp_path):
@@ -315,3 +316,34 @@ def test_the_shape_prior_puts_anny_at_the_adult_mean_height(anny_body):
 
 def _standing(vertices: torch.Tensor) -> float:
     return float(vertices[:, 1].max() - vertices[:, 1].min())
+
+
+def test_the_height_prior_keeps_a_sitting_body_near_its_height(anny_body):
+    """Size does not show in one photo, and without the metric height prior the fitted height drifts
+    with anny's height-linked proportions (measured: 10 cm short on average on perfect landmarks).
+    A 1.70 m body seen sitting is fitted closer to its height with the prior than without it."""
+    from sigman.body.anny_body import PHENOTYPE_LABELS
+
+    shape = anny_body.default_shape(1).clone()
+    k = PHENOTYPE_LABELS.index("height")
+    lo, hi = 0.0, 1.0
+    for _ in range(12):  # bisection to 1.70 m
+        shape[0, k] = 0.5 * (lo + hi)
+        lo, hi = (float(shape[0, k]), hi) if _standing(anny_body.rest(shape)[0][0]) < 1.70 else (lo, float(shape[0, k]))
+    rest = anny_body.rest(shape)
+    # the prior reads the height from the few highest and lowest vertices: the whole mesh's height
+    from sigman.fit import _model, _model_height
+
+    model = _model(anny_body, FitConfig())
+    coords = model.shape_prior[None] + torch.tensor([[0.0, 0.0, 0.0], [0.2, -0.1, 0.1], [-0.3, 0.2, -0.2]])
+    whole = [_standing(model.basis.rest(c[None])[0][0]) for c in coords]
+    torch.testing.assert_close(_model_height(model, coords), torch.tensor(whole), atol=1e-3, rtol=0)
+    obs = synthetic_observation(anny_body, resolve_pose("sitting").frame(0), front_camera(3.0), rest=rest)
+    config = replace(FAST, fit_shape=True, w_shape_prior=0.0)
+    errors = {}
+    for w in (0.0, 0.5):
+        fit = fit_body(anny_body, obs, replace(config, w_height_prior=w))
+        errors[w] = abs(_standing(anny_body.rest(fit.shape)[0][0]) - 1.70)
+        assert ("height_prior" in fit.losses) == (w > 0)
+    assert errors[0.5] < 0.03
+    assert errors[0.5] < errors[0.0]

@@ -3,6 +3,8 @@ the ear markers (fast; no MediaPipe needed)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -113,3 +115,14 @@ def test_ear_markers_sit_inside_the_head(anny_body):
     assert float(left[0]) > 0 > float(right[0])
     assert float(left[0]) < float(head[:, 0].max()) and float(right[0]) > float(head[:, 0].min())
     assert float(left[0] - right[0]) == pytest.approx(float(head[:, 0].max() - head[:, 0].min()) - 2 * EAR_INSET, abs=0.03)
+
+
+def test_world_scale_does_not_shrink_when_the_shapes_disagree():
+    """The world landmarks' shape differs from the body's (a rotation here): the scale is still the
+    size ratio, where a least-squares scale would come out below 1 and pull the body smaller."""
+    g = torch.Generator().manual_seed(5)
+    centred = torch.randn(1, 33, 3, generator=g)
+    weights = torch.ones(1, 33)
+    c, s = math.cos(0.8), math.sin(0.8)
+    rot = torch.tensor([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+    assert float(world_scale(centred, 0.9 * centred @ rot.T, weights)[0]) == pytest.approx(1 / 0.9, rel=1e-4)

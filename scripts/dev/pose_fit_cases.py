@@ -25,7 +25,6 @@ from eval_pose import aligned_errors, angle_error_deg, body_height_m, camera_fra
 from sigman.body import load_body_model  # noqa: E402
 from sigman.fit import CAMERA_ROTATION, FitConfig, fit_body  # noqa: E402
 from sigman.pose import SMPLX_JOINT_NAMES  # noqa: E402
-from sigman.world_landmarks import debiased_world_landmarks  # noqa: E402
 
 
 def main() -> int:
@@ -37,7 +36,6 @@ def main() -> int:
     p.add_argument("--set", nargs="*", default=[], help="FitConfig overrides name=value")
     p.add_argument("--joints", action="store_true", help="print per-joint errors")
     p.add_argument("--true-shape", action="store_true", help="fix the body shape to the true one (upper bound)")
-    p.add_argument("--raw-world", action="store_true", help="MediaPipe's world landmarks without the depth-bias correction")
     p.add_argument("--save", type=Path, default=None, help="keep the fits (pickle) for pictures")
     args = p.parse_args()
     overrides = {k: ast.literal_eval(v) for k, v in (s.split("=", 1) for s in args.set)}
@@ -52,8 +50,7 @@ def main() -> int:
         if obs is None:
             print(c["name"], "not detected")
             continue
-        if args.source == "mediapipe" and not args.raw_world:  # as sigman.person does (the cases keep them raw)
-            obs = replace(obs, world_landmarks=debiased_world_landmarks(obs.world_landmarks))
+        # the cases keep the observation as sigman.person returns it (world landmarks already debiased)
         t0 = time.perf_counter()
         basis = None
         if args.true_shape:
