@@ -322,15 +322,9 @@ def test_the_height_prior_keeps_a_sitting_body_near_its_height(anny_body):
     """Size does not show in one photo, and without the metric height prior the fitted height drifts
     with anny's height-linked proportions (measured: 10 cm short on average on perfect landmarks).
     A 1.70 m body seen sitting is fitted closer to its height with the prior than without it."""
-    from sigman.body.anny_body import PHENOTYPE_LABELS
+    from scripts.eval_pose import with_height
 
-    shape = anny_body.default_shape(1).clone()
-    k = PHENOTYPE_LABELS.index("height")
-    lo, hi = 0.0, 1.0
-    for _ in range(12):  # bisection to 1.70 m
-        shape[0, k] = 0.5 * (lo + hi)
-        lo, hi = (float(shape[0, k]), hi) if _standing(anny_body.rest(shape)[0][0]) < 1.70 else (lo, float(shape[0, k]))
-    rest = anny_body.rest(shape)
+    rest = anny_body.rest(with_height(anny_body, anny_body.default_shape(1), 1.70))
     # the prior reads the height from the few highest and lowest vertices: the whole mesh's height
     from sigman.fit import _model, _model_height
 
