@@ -141,15 +141,22 @@ def refine_config_overrides(pairs: list[str]) -> dict:
     import ast
 
     names = {f.name for f in dataclasses.fields(RefineConfig)}
-    out = {}
+    projection_names = {f.name for f in dataclasses.fields(PhotoProjectionConfig)}
+    out, projection = {}, {}
     for pair in pairs:
         name, _, value = pair.partition("=")
-        if name not in names or not value:
-            raise ValueError(f"{pair!r}: expected NAME=VALUE with NAME one of RefineConfig's fields")
+        field = name.removeprefix("projection.")
+        known = field in projection_names if name.startswith("projection.") else name in names
+        if not known or not value:
+            raise ValueError(f"{pair!r}: expected NAME=VALUE with NAME one of RefineConfig's fields "
+                             "(or projection.NAME, one of PhotoProjectionConfig's)")
         try:
-            out[name] = ast.literal_eval(value)
+            parsed = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             raise ValueError(f"{pair!r}: {value!r} is not a number, string or tuple literal") from None
+        (projection if name.startswith("projection.") else out)[field] = parsed
+    if projection:
+        out["projection"] = dataclasses.replace(out.get("projection", PhotoProjectionConfig()), **projection)
     return out
 
 

@@ -73,7 +73,7 @@ def test_unseen_colours_shift_by_the_seen_side_mismatch():
     seen = points[:, 2] > 0.5
     colors[seen] += torch.tensor([0.2, -0.1, 0.0])  # the photo is redder, less green than the model
     weight = seen.float()
-    out = match_unseen_colors(colors, model, weight, points, PhotoProjectionConfig(match_radius=0.1))
+    out = match_unseen_colors(colors, model, weight, points, PhotoProjectionConfig(match_radius=0.1, garment_match=False))
     assert torch.equal(out[seen], colors[seen])
     near = (~seen) & (points[:, 2] > 0.45)
     far = (~seen) & (points[:, 2] < 0.05)

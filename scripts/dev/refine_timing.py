@@ -36,7 +36,10 @@ class KnownFit:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs after the warm-up (at least 1)")
+    parser.add_argument("--weights", default=None,
+                        help="a model folder (e.g. assets/weights/demo): its colours decide the garment pieces of the "
+                             "unseen side, whose cost depends on them (default: the demo configuration, random weights)")
     parser.add_argument("--size", type=int, default=512, help="the photo's side in pixels")
     parser.add_argument("--refine-set", nargs="*", default=[], metavar="NAME=VALUE",
                         help="RefineConfig fields to override, e.g. steps=80 align_steps=40")
@@ -45,7 +48,12 @@ def main() -> int:
         config = RefineConfig(**refine_config_overrides(args.refine_set))
     except ValueError as error:
         parser.error(f"--refine-set {error}")
-    pipe = SigmanPipeline.from_config(PipelineConfig(), device=args.device)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if args.weights:
+        pipe = SigmanPipeline.from_pretrained(args.weights, device=args.device)
+    else:
+        pipe = SigmanPipeline.from_config(PipelineConfig(), device=args.device)
     pose = resolve_pose("waving").frame(0)
     # the "photo": the bare body, striped, rendered from a known camera
     g = surface_gaussians(pipe.template).to(args.device)

@@ -1,0 +1,118 @@
+"""Garment-level matching of the unseen side (sigman.garment_colors) on a body-like cylinder: the model paints
+an orange suit with blue shorts, the photo shows the front of an orange suit with white straps."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sigman.color import lab_to_srgb, srgb_to_lab
+from sigman.garment_colors import fill_from_surroundings, garment_pieces, implausible_colors
+from sigman.photo_projection import PhotoProjectionConfig, match_unseen_colors
+from sigman.refine import refine_config_overrides
+
+ORANGE = torch.tensor([0.85, 0.35, 0.15])
+BLUE = torch.tensor([0.15, 0.2, 0.6])
+WHITE = torch.tensor([0.95, 0.95, 0.95])
+
+
+def _delta_e(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (srgb_to_lab(a) - srgb_to_lab(b)).norm(dim=-1)
+
+
+def _suit_scene(shorts: tuple[float, float] = (0.45, 0.55), seen_from: float = 0.0):
+    """A cylinder (radius 0.15 m, 1 m tall, ~1 cm spacing): canonical points ``[N, 3]``; the model's colours
+    (orange, blue shorts between the heights ``shorts``); the front (z > 0) above ``seen_from`` is seen, and
+    the photo shows it orange with a white strap down the middle (x near 0), and in fine white and orange
+    stripes where the model has its shorts."""
+    theta = torch.linspace(0, 2 * math.pi, 95)[:-1]
+    y = torch.linspace(0, 1, 101)
+    t, yy = torch.meshgrid(theta, y, indexing="ij")
+    points = torch.stack([0.15 * torch.sin(t), yy, 0.15 * torch.cos(t)], dim=-1).reshape(-1, 3)
+    in_shorts = (points[:, 1] >= shorts[0]) & (points[:, 1] <= shorts[1])
+    model = torch.where(in_shorts[:, None], BLUE, ORANGE).expand(points.shape[0], 3).clone()
+    seen = (points[:, 2] > 0.02) & (points[:, 1] >= seen_from)
+    # where the model painted its shorts the photo shows fine white / orange stripes (no one colour)
+    white = (points[:, 0].abs() < 0.04) | (in_shorts & (torch.sin(points[:, 1] * 400) > 0))
+    photo = torch.where(white[:, None], WHITE, ORANGE).expand_as(model)
+    colors = torch.where(seen[:, None], photo, model)
+    return points, model, colors, seen.float(), in_shorts
+
+
+def test_a_contradicted_piece_is_filled_from_around_it_not_half_shifted():
+    points, model, colors, weight, in_shorts = _suit_scene()
+    back_shorts = in_shorts & (weight == 0)
+    kernel_only = match_unseen_colors(colors, model, weight, points, PhotoProjectionConfig(garment_match=False))
+    out = match_unseen_colors(colors, model, weight, points, PhotoProjectionConfig())
+    pieces = garment_pieces(colors, model, weight, points, PhotoProjectionConfig())
+    assert bool(pieces.fill[in_shorts].all()) and not bool(pieces.fill[~in_shorts].any())
+    # the kernel leaves the back of the shorts half way between blue and the front's orange / white
+    assert float(_delta_e(kernel_only[back_shorts], ORANGE).median()) > 20
+    # filled, it is the suit's orange
+    assert float(_delta_e(out[back_shorts], ORANGE).median()) < 8
+    # the seen side keeps the photo
+    assert torch.equal(out[weight > 0], colors[weight > 0])
+
+
+def test_an_unseen_piece_next_to_a_confirmed_one_keeps_the_models_colour():
+    # only the torso (above the shorts) is seen: the legs below are a separate orange piece, all unseen
+    points, model, colors, weight, in_shorts = _suit_scene(seen_from=0.56)
+    legs = points[:, 1] < 0.44
+    pieces = garment_pieces(colors, model, weight, points, PhotoProjectionConfig())
+    assert int(pieces.piece[legs].unique().numel()) == 1
+    assert set(pieces.piece[legs].unique().tolist()).isdisjoint(pieces.piece[points[:, 1] > 0.56].unique().tolist())
+    kernel_only = match_unseen_colors(colors, model, weight, points, PhotoProjectionConfig(garment_match=False))
+    out = match_unseen_colors(colors, model, weight, points, PhotoProjectionConfig())
+    # the kernel pulls the unseen legs towards the straps' white (pink); the garment step keeps them orange
+    assert float(_delta_e(kernel_only[legs], ORANGE).mean()) > 5
+    assert float(_delta_e(out[legs], ORANGE).max()) < 1.0
+    # without the inheritance the legs get the kernel's shift again
+    loose = match_unseen_colors(colors, model, weight, points, PhotoProjectionConfig(garment_inherit_distance=0.0))
+    assert float(_delta_e(loose[legs], ORANGE).mean()) > 5
+
+
+def test_colours_the_photo_shows_nowhere_are_implausible():
+    palette = srgb_to_lab(torch.cat([ORANGE.expand(300, 3), WHITE.expand(100, 3), torch.tensor([[0.2, 0.8, 0.2]])]))
+    queries = srgb_to_lab(torch.stack([ORANGE * 0.97, WHITE, torch.tensor([0.2, 0.8, 0.2]), BLUE])).float()
+    flags = implausible_colors(queries, palette.float(), PhotoProjectionConfig(garment_palette_distance=25.0))
+    # orange and white are plentiful; a single green pixel is not enough; blue is absent
+    assert flags.tolist() == [False, False, True, True]
+    off = implausible_colors(queries, palette.float(), PhotoProjectionConfig(garment_palette_distance=0.0))
+    assert not bool(off.any())
+
+
+def test_fill_from_surroundings_is_a_harmonic_fill():
+    x = torch.linspace(0, 1, 201)
+    points = torch.stack([x, torch.zeros_like(x), torch.zeros_like(x)], dim=-1)
+    lab = torch.stack([100 * x, torch.zeros_like(x), torch.zeros_like(x)], dim=-1)
+    unknown = (x > 0.3) & (x < 0.7)
+    holes = lab.clone()
+    holes[unknown] = torch.tensor([0.0, 50.0, -50.0])
+    filled = fill_from_surroundings(holes, unknown, points, neighbours=2, iterations=4000)
+    assert torch.equal(filled[~unknown], holes[~unknown])
+    # on a line the harmonic fill between two held ends is the straight line between them
+    assert float((filled[unknown] - lab[unknown]).abs().max()) < 1.0
+
+
+def test_refine_overrides_reach_the_projection_config():
+    out = refine_config_overrides(["steps=3", "projection.garment_match=False", "projection.garment_min_delta=30.0"])
+    assert out["steps"] == 3
+    assert out["projection"].garment_match is False and out["projection"].garment_min_delta == 30.0
+    with pytest.raises(ValueError, match="projection.NAME"):
+        refine_config_overrides(["projection.no_such_field=1"])
+
+
+def test_lab_round_trip_used_by_the_fill():
+    rgb = torch.rand(50, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(lab_to_srgb(srgb_to_lab(rgb)).float(), rgb, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_garment_step_gives_the_same_colours_on_cuda():
+    points, model, colors, weight, _ = _suit_scene()
+    cpu = match_unseen_colors(colors, model, weight, points, PhotoProjectionConfig())
+    gpu = match_unseen_colors(colors.cuda(), model.cuda(), weight.cuda(), points.cuda(), PhotoProjectionConfig())
+    assert gpu.is_cuda
+    assert float((gpu.cpu() - cpu).abs().max()) < 2e-3
