@@ -14,7 +14,8 @@ connected pieces of one colour (:func:`garment_pieces`), and each piece is decid
   ``garment_inherit_distance``) keeps the model's colour;
 - optionally (``garment_move``) a piece the photo shows in one other colour **moves** to it, unseen part
   included (off by default: on the held-out subjects a front print then paints the back);
-- an unseen colour the photo shows nowhere on the person (:func:`implausible_colors`) is filled too.
+- optionally (``garment_palette_distance > 0``, off by default: fragile on the held-out subjects) an unseen
+  colour the photo shows nowhere on the person (:func:`implausible_colors`) is filled too.
 
 Tensor code on the inputs' device, except two host steps: the connected pieces (``scipy.ndimage.label`` on
 a voxel grid) and the nearest neighbours of the fill (``scipy.spatial.cKDTree``).

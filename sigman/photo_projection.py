@@ -19,8 +19,8 @@ Given the fitted body (shape), its pose in the photo and the photo's camera:
    (:func:`garment_pieces`); a piece whose seen part the photo shows in other colours (a stripe the model
    painted where the suit has straps) has its unseen part filled from the colours around it
    (:func:`fill_from_surroundings`) instead of half-shifted, an unseen piece next to a piece the photo
-   confirms keeps the model's colour (instead of the kernel's far-reaching shift), and an unseen colour that
-   the photo shows nowhere on the person (:func:`implausible_colors`) is filled too;
+   confirms keeps the model's colour (instead of the kernel's far-reaching shift), and (optionally) an unseen
+   colour that the photo shows nowhere on the person (:func:`implausible_colors`) is filled too;
 6. hair (:func:`estimate_hair_color`, :func:`head_hair_region`, :func:`apply_hair_color`): the face-derived
    shift of step 5 pulls the unseen back of the head towards the face's skin (the model tends to paint the
    whole seen head as face). The photo's hair colour is taken from the pixels around the face (inside the
@@ -68,7 +68,7 @@ class PhotoProjectionConfig:
     match_neighbours: int = 32
     # garment matching (match_garments): the model's colours cut into garment pieces (garment_pieces); the unseen
     # part of a piece the photo contradicts is filled from the colours around it, an unseen piece next to a
-    # confirmed one keeps the model's colour, and an unseen colour the photo shows nowhere is filled too
+    # confirmed one keeps the model's colour (and, optionally, an unseen colour the photo shows nowhere is filled)
     garment_match: bool = True  # False: the kernel shift alone
     garment_clusters: int = 8  # k-means clusters of the model's colours (CIELAB)
     garment_voxel: float = 0.04  # metres: a piece is connected at this spacing on the canonical body
