@@ -201,28 +201,22 @@ def implausible_colors(lab: Tensor, palette: Tensor, config: "PhotoProjectionCon
     return share < config.garment_palette_share
 
 
-def _neighbours(points: Tensor, query: Tensor, k: int) -> Tensor:
-    """``[Q, k]`` indices into ``points [N, 3]`` of the ``k`` nearest other points of each of the points
-    ``points[query]`` (a k-d tree on the host)."""
-    from scipy.spatial import cKDTree
-
-    pts = points.detach().double().cpu().numpy()
-    _, idx = cKDTree(pts).query(pts[query.cpu().numpy()], k=min(k + 1, pts.shape[0]))
-    return torch.from_numpy(idx[:, 1:].astype("int64")).to(points.device)
-
-
 def fill_from_surroundings(lab: Tensor, unknown: Tensor, points: Tensor, neighbours: int, iterations: int) -> Tensor:
     """``[N, 3]`` colours with the ``unknown [N]`` ones replaced by a diffusion of the known ones around them
     (starting from the nearest known colour, each step an unknown colour becomes the mean of its ``neighbours``
-    nearest on the body in ``points``; the known colours are held): a harmonic fill of holes in a colour field."""
+    nearest on the body in ``points``; the known colours are held): a harmonic fill of holes in a colour field.
+    The nearest neighbours come from k-d trees on the host; the steps run on ``lab``'s device."""
     if not bool(unknown.any()) or bool(unknown.all()):
         return lab
     from scipy.spatial import cKDTree
 
-    holes = torch.nonzero(unknown)[:, 0]
-    hole_idx = _neighbours(points, holes, neighbours)
+    pts = points.detach().double().cpu().numpy()
+    hole_mask = unknown.cpu().numpy()
+    _, idx = cKDTree(pts).query(pts[hole_mask], k=min(neighbours + 1, pts.shape[0]))  # the first is the hole itself
     known = torch.nonzero(~unknown)[:, 0]
-    _, nearest = cKDTree(points[known].double().cpu().numpy()).query(points[holes].double().cpu().numpy(), k=1)
+    _, nearest = cKDTree(pts[~hole_mask]).query(pts[hole_mask], k=1)
+    holes = torch.nonzero(unknown)[:, 0]
+    hole_idx = torch.from_numpy(idx[:, 1:].astype("int64")).to(lab.device)
     out = lab.clone()
     out[holes] = lab[known[torch.from_numpy(nearest).long().to(known.device)]]  # start from the nearest known colour
     for _ in range(iterations):
@@ -244,9 +238,11 @@ def match_garments(out: Tensor, colors: Tensor, model_colors: Tensor, weight: Te
     target = srgb_to_lab(out).float()
     target[pieces.moved] = model_lab[pieces.moved] + pieces.move[pieces.moved]
     unseen = weight <= config.seen_threshold
-    odd = torch.zeros_like(unseen)
-    odd[unseen] = implausible_colors(target[unseen], srgb_to_lab(colors[~unseen]).float(), config)
-    unknown = (pieces.fill | odd) & unseen
+    unknown = pieces.fill & unseen
+    if config.garment_palette_distance > 0:
+        odd = torch.zeros_like(unseen)
+        odd[unseen] = implausible_colors(target[unseen], srgb_to_lab(colors[~unseen]).float(), config)
+        unknown |= odd & unseen
     target = fill_from_surroundings(target, unknown, canonical_points.float(), config.garment_fill_neighbours,
                                     config.garment_fill_iterations)
     holes = torch.nonzero(unknown)[:, 0]
