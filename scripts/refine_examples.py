@@ -26,7 +26,7 @@ from sigman.evaluation import comparison_grid  # noqa: E402
 from sigman.pipeline import SigmanPipeline  # noqa: E402
 from sigman.preprocess import ImageInputError, load_image  # noqa: E402
 from sigman.girth import thickness_change  # noqa: E402
-from sigman.refine import RefineConfig, posed_frame, refine_avatar, render_input_view  # noqa: E402
+from sigman.refine import RefineConfig, posed_frame, refine_avatar, refine_config_overrides, render_input_view  # noqa: E402
 from sigman.render import Camera, fit_orbit_to_points, write_image  # noqa: E402
 from sigman.weights import WeightsError  # noqa: E402
 
@@ -49,7 +49,8 @@ def photo_arrays(path: str) -> tuple[np.ndarray, Optional[np.ndarray]]:
     return rgb, None
 
 
-def run(paths: list[str], out: str, steps: Optional[int], threads: int, seed: int, hair: bool = True) -> Path:
+def run(paths: list[str], out: str, steps: Optional[int], threads: int, seed: int, hair: bool = True,
+        overrides: Optional[dict] = None) -> Path:
     from sigman.fit import fit_body
     from sigman.person import observe_person
 
@@ -64,7 +65,7 @@ def run(paths: list[str], out: str, steps: Optional[int], threads: int, seed: in
         fit = fit_body(pipe.body, observation)
         output = pipe(path, fit.pose, shape=fit.shape.to(pipe.device), seed=seed, num_views=0)
         bar = tqdm(total=100, desc=Path(path).name, leave=False)
-        config = RefineConfig(steps=steps)
+        config = RefineConfig(**{"steps": steps, **(overrides or {})})
         config = dataclasses.replace(config, projection=dataclasses.replace(config.projection, hair=hair))
         tick = time.perf_counter()
         result = refine_avatar(output.canonical, pipe.body, pipe.template, output.rest_joints, fit.shape, fit.pose,
@@ -104,10 +105,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-hair", action="store_true",
                         help="leave the back of the head to the colour matching alone (PhotoProjectionConfig.hair=False)")
+    parser.add_argument("--refine-set", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="RefineConfig fields to override (projection.NAME for PhotoProjectionConfig's), "
+                             "e.g. projection.garment_palette_distance=15")
     args = parser.parse_args(argv)
     try:
-        path = run(args.images, args.out, args.refine_steps, args.threads, args.seed, hair=not args.no_hair)
-    except (ImageInputError, WeightsError, OSError, ImportError) as err:
+        overrides = refine_config_overrides(args.refine_set)
+        path = run(args.images, args.out, args.refine_steps, args.threads, args.seed, hair=not args.no_hair,
+                   overrides=overrides)
+    except (ImageInputError, WeightsError, OSError, ImportError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"comparison picture: {path}")

@@ -24,7 +24,7 @@ a voxel grid) and the nearest neighbours of the fill (``scipy.spatial.cKDTree``)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch import Tensor
@@ -93,23 +93,33 @@ class GarmentPieces:
     fill: Tensor
 
 
-def _inherit(decided: list, undecided: list[Tensor], points: Tensor, distance: float) -> list:
-    """The undecided pieces (index tensors) within ``distance`` of a decided one (``(members, decision, delta)``),
-    each with the decision of the nearest: a kept piece's follower keeps the model's colour (a zero move)."""
+def _inherit(decided: list, undecided: list, points: Tensor, distance: float, max_delta: float) -> list:
+    """The undecided pieces (``(members, cluster, model colour)``) within ``distance`` of a decided one of a like
+    colour (``(members, decision, delta, cluster, model colour)``: the same k-means cluster, or model colours
+    within ``max_delta`` dE), each with the decision of the nearest such piece: a kept piece's follower keeps
+    the model's colour (a zero move). One k-d tree per set of like pieces, shared by the pieces that have it."""
+    import numpy as np
     from scipy.spatial import cKDTree
 
-    owner = torch.cat([torch.full((m.numel(),), i, dtype=torch.long) for i, (m, _, _) in enumerate(decided)])
-    tree = cKDTree(points[torch.cat([m for m, _, _ in decided])].double().cpu().numpy())
-    query = torch.cat(undecided)
-    gap, hit = tree.query(points[query].double().cpu().numpy(), k=1)
-    gap, hit = torch.from_numpy(gap), owner[torch.from_numpy(hit).long()]
-    out, start = [], 0
-    for members in undecided:
-        g = gap[start:start + members.numel()]
-        nearest = int(g.argmin())
-        start += members.numel()
-        if float(g[nearest]) <= distance:
-            _, decision, delta = decided[int(hit[start - members.numel() + nearest])]
+    pts = points.double().cpu().numpy()
+    d_cluster = np.array([d[3] for d in decided])
+    d_colour = torch.stack([d[4] for d in decided]).cpu()
+    trees: dict[bytes, tuple] = {}
+    out = []
+    for members, cluster, colour in undecided:
+        like = (d_cluster == cluster) | ((d_colour - colour.cpu()).norm(dim=-1) <= max_delta).numpy()
+        if not like.any():
+            continue
+        key = like.tobytes()
+        if key not in trees:
+            chosen = np.nonzero(like)[0]
+            owner = np.concatenate([np.full(decided[i][0].numel(), i) for i in chosen])
+            trees[key] = (cKDTree(pts[torch.cat([decided[i][0] for i in chosen]).cpu().numpy()]), owner)
+        tree, owner = trees[key]
+        gap, hit = tree.query(pts[members.cpu().numpy()], k=1)
+        nearest = int(gap.argmin())
+        if float(gap[nearest]) <= distance:
+            _, decision, delta, _, _ = decided[int(owner[hit[nearest]])]
             # following a kept piece: the model's colour, which the photo confirmed on its seen part
             out.append((members, "move", delta * 0) if decision == "keep" else (members, decision, delta))
     return out
@@ -117,7 +127,7 @@ def _inherit(decided: list, undecided: list[Tensor], points: Tensor, distance: f
 
 @torch.no_grad()
 def garment_pieces(colors: Tensor, model_colors: Tensor, weight: Tensor, canonical_points: Tensor,
-                   config: "PhotoProjectionConfig", seed: int = 0) -> GarmentPieces:
+                   config: "PhotoProjectionConfig", seed: int = 0, parts: Optional[Tensor] = None) -> GarmentPieces:
     """Cut the model's Gaussians into garment pieces and decide, for each, what its unseen part becomes.
 
     The model paints a garment in one colour, front and back; when the photo shows the front in another,
@@ -138,11 +148,15 @@ def garment_pieces(colors: Tensor, model_colors: Tensor, weight: Tensor, canonic
 
     Args:
         colors: ``[N, 3]`` after projection; model_colors: ``[N, 3]`` the model's; weight: ``[N]`` photo weights;
-        canonical_points: ``[N, 3]`` Gaussian centres at rest.
+        canonical_points: ``[N, 3]`` Gaussian centres at rest; parts: ``[N]`` body part ids
+        (:func:`sigman.body.parts.point_parts`) or ``None``: a piece then stays inside one part, so the model's
+        skin colour on a jacketed torso is judged by the torso's pixels, not by the face's.
     """
     model_lab = srgb_to_lab(model_colors).float()
     photo_lab = srgb_to_lab(colors).float()
     label = torch.cdist(model_lab, _kmeans_lab(model_lab, config.garment_clusters, seed)).argmin(-1)
+    if parts is not None:
+        label = label * (int(parts.max()) + 1) + parts.to(label.device).long()
     seen = weight > config.seen_threshold
     n = model_lab.shape[0]
     piece = torch.zeros(n, dtype=torch.long, device=model_lab.device)
@@ -150,18 +164,18 @@ def garment_pieces(colors: Tensor, model_colors: Tensor, weight: Tensor, canonic
     moved = torch.zeros(n, dtype=torch.bool, device=model_lab.device)
     fill = torch.zeros_like(moved)
     next_id = 0
+    decided, undecided = [], []  # (members, "keep" | "move" | "fill", delta, cluster, model colour), (members, cluster, model colour)
     for c in torch.unique(label).tolist():
         index = torch.nonzero(label == c)[:, 0]
         parts = _components(canonical_points[index].float(), config.garment_voxel)
         piece[index] = parts + next_id
         next_id += int(parts.max()) + 1
-        decided, undecided = [], []  # (members, "keep" | "move" | "fill", delta)
         order = torch.argsort(parts)
         counts = torch.bincount(parts).tolist()
         for members in torch.split(index[order], [c for c in counts if c > 0]):
             looked = members[seen[members]]
             if looked.numel() < config.garment_min_seen:
-                undecided.append(members)
+                undecided.append((members, c, model_lab[members].median(dim=0).values))
                 continue
             model_median = model_lab[looked].median(dim=0).values
             mode, share = _colour_mode(photo_lab[looked], config.garment_mode_radius)
@@ -169,20 +183,22 @@ def garment_pieces(colors: Tensor, model_colors: Tensor, weight: Tensor, canonic
             own = float(((photo_lab[looked] - model_median).norm(dim=-1) < config.garment_mode_radius).float().mean())
             large = float(delta.norm()) >= config.garment_min_delta
             if share >= config.garment_move_share and not large:
-                decided.append((members, "keep", delta))
+                decided.append((members, "keep", delta, c, model_median))
             elif share >= config.garment_move_share and config.garment_move:
-                decided.append((members, "move", delta))
+                decided.append((members, "move", delta, c, model_median))
             elif large and own <= config.garment_contradicted_share:
-                decided.append((members, "fill", delta))
-        # an unseen piece near a decided piece of the same colour (the legs below a suit's seen waist, cut off
-        # from it by the model's shorts) is the same garment: it follows that piece
-        if decided and undecided and config.garment_inherit_distance > 0:
-            decided += _inherit(decided, undecided, canonical_points, config.garment_inherit_distance)
-        for members, decision, delta in decided:
-            if decision == "move":
-                move[members], moved[members] = delta, True
-            elif decision == "fill":
-                fill[members] = True
+                decided.append((members, "fill", delta, c, model_median))
+    # an unseen piece near a decided piece of a like colour (the legs below a suit's seen waist, cut off from it
+    # by the model's shorts; a skin-coloured back beside a contradicted skin-coloured front) is the same garment:
+    # it follows that piece
+    if decided and undecided and config.garment_inherit_distance > 0:
+        decided = [d[:3] for d in decided] + _inherit(decided, undecided, canonical_points,
+                                                      config.garment_inherit_distance, config.garment_inherit_delta)
+    for members, decision, delta, *_ in decided:
+        if decision == "move":
+            move[members], moved[members] = delta, True
+        elif decision == "fill":
+            fill[members] = True
     return GarmentPieces(piece=piece, move=move, moved=moved, fill=fill)
 
 
@@ -226,13 +242,15 @@ def fill_from_surroundings(lab: Tensor, unknown: Tensor, points: Tensor, neighbo
 
 @torch.no_grad()
 def match_garments(out: Tensor, colors: Tensor, model_colors: Tensor, weight: Tensor, canonical_points: Tensor,
-                   config: "PhotoProjectionConfig", seed: int = 0) -> Tensor:
+                   config: "PhotoProjectionConfig", seed: int = 0, parts: Optional[Tensor] = None) -> Tensor:
     """The kernel-shifted colours ``out [N, 3]`` with the unseen parts of moved and filled garment pieces
     (:func:`garment_pieces`) replaced: moved ones by the model's colour plus the piece's shift, filled
     ones by :func:`fill_from_surroundings` of everything else (plus ``garment_fill_shading`` of the model's
-    lightness variation inside the piece). Seen Gaussians keep the photo (blend by ``1 - weight``)."""
+    lightness variation inside the piece). Seen Gaussians keep the photo (blend by ``1 - weight``).
+    ``parts [N]``: body part ids that cut the pieces (see :func:`garment_pieces`), or ``None``."""
     device = colors.device
-    pieces = garment_pieces(colors.cpu(), model_colors.cpu(), weight.cpu(), canonical_points.cpu(), config, seed)
+    pieces = garment_pieces(colors.cpu(), model_colors.cpu(), weight.cpu(), canonical_points.cpu(), config, seed,
+                            None if parts is None else parts.cpu())
     pieces = GarmentPieces(*(t.to(device) for t in (pieces.piece, pieces.move, pieces.moved, pieces.fill)))
     model_lab = srgb_to_lab(model_colors).float()
     target = srgb_to_lab(out).float()

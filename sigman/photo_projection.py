@@ -15,12 +15,12 @@ Given the fitted body (shape), its pose in the photo and the photo's camera:
    (:func:`match_unseen_colors`): each unseen Gaussian takes the kernel-weighted mean of the
    (photo - model) differences of seen Gaussians that are near it on the canonical body *and* similar
    to it in the model's colour (same garment), fading to no shift far from any of them; then garments
-   (:func:`match_garments`): the model's colours are cut into connected pieces of one colour
-   (:func:`garment_pieces`); a piece whose seen part the photo shows in other colours (a stripe the model
+   (:func:`match_garments`): the model's colours are cut into connected pieces of one colour, each inside one
+   body part (:func:`garment_pieces`, :mod:`sigman.body.parts`); a piece whose seen part the photo shows in other colours (a stripe the model
    painted where the suit has straps) has its unseen part filled from the colours around it
    (:func:`fill_from_surroundings`) instead of half-shifted, an unseen piece next to a piece the photo
-   confirms keeps the model's colour (instead of the kernel's far-reaching shift), and (optionally) an unseen
-   colour that the photo shows nowhere on the person (:func:`implausible_colors`) is filled too;
+   confirms keeps the model's colour (instead of the kernel's far-reaching shift), an unseen piece of a like
+   colour next to a contradicted one is filled with it, and (optionally) an unseen colour that the photo shows nowhere on the person (:func:`implausible_colors`) is filled too;
 6. hair (:func:`estimate_hair_color`, :func:`head_hair_region`, :func:`apply_hair_color`): the face-derived
    shift of step 5 pulls the unseen back of the head towards the face's skin (the model tends to paint the
    whole seen head as face). The photo's hair colour is taken from the pixels around the face (inside the
@@ -70,6 +70,7 @@ class PhotoProjectionConfig:
     # part of a piece the photo contradicts is filled from the colours around it, an unseen piece next to a
     # confirmed one keeps the model's colour (and, optionally, an unseen colour the photo shows nowhere is filled)
     garment_match: bool = True  # False: the kernel shift alone
+    garment_split_parts: bool = True  # pieces stay inside one body part (head, torso, an arm, a leg)
     garment_clusters: int = 8  # k-means clusters of the model's colours (CIELAB)
     garment_voxel: float = 0.04  # metres: a piece is connected at this spacing on the canonical body
     garment_min_seen: int = 50  # seen Gaussians a piece needs before it is changed
@@ -80,6 +81,7 @@ class PhotoProjectionConfig:
     garment_move_share: float = 0.5  # the dominant photo colour's share of the seen part for a move
     garment_contradicted_share: float = 0.2  # at most this share of the seen part in the model's colour: fill
     garment_inherit_distance: float = 0.3  # metres: an unseen piece this near a decided one of its colour follows it
+    garment_inherit_delta: float = 15.0  # CIE76 dE: "its colour" is its k-means cluster, or model colours this close
     garment_palette_distance: float = 0.0  # CIE76 dE: an unseen colour with fewer than garment_palette_share of
     # the seen photo colours this near is filled from its surroundings (0: off, the default: on the held-out
     # subjects it moved subject 2 by -0.4 to +0.0 dB with the palette's sample size, and changed little on real photos)
@@ -256,7 +258,8 @@ def project_photo(template: Union[UVTemplate, AvatarSurface], posed_vertices: Te
 
 @torch.no_grad()
 def match_unseen_colors(colors: Tensor, model_colors: Tensor, weight: Tensor, canonical_points: Tensor,
-                        config: PhotoProjectionConfig = PhotoProjectionConfig(), seed: int = 0) -> Tensor:
+                        config: PhotoProjectionConfig = PhotoProjectionConfig(), seed: int = 0,
+                        parts: Optional[Tensor] = None) -> Tensor:
     """Shift the colours of the unseen Gaussians towards the photo's look.
 
     Each Gaussian ``i`` gets ``shift_i = Σ_a k_ia d_a / (prior + Σ_a k_ia)`` over seen anchors ``a``
@@ -267,7 +270,8 @@ def match_unseen_colors(colors: Tensor, model_colors: Tensor, weight: Tensor, ca
 
     Args:
         colors: ``[N, 3]`` after projection; model_colors: ``[N, 3]`` the model's prediction;
-        weight: ``[N]`` photo weights; canonical_points: ``[N, 3]`` Gaussian centres at rest.
+        weight: ``[N]`` photo weights; canonical_points: ``[N, 3]`` Gaussian centres at rest;
+        parts: ``[N]`` body part ids (:func:`sigman.body.parts.point_parts`) that cut the garment pieces, or ``None``.
     Returns:
         ``[N, 3]`` colours in [0, 1].
     """
@@ -276,7 +280,10 @@ def match_unseen_colors(colors: Tensor, model_colors: Tensor, weight: Tensor, ca
         return colors
     shift = _kernel_shift(colors, model_colors, seen, canonical_points, config, seed)
     out = (colors + (1 - weight[:, None]) * shift).clamp(0, 1)
-    return match_garments(out, colors, model_colors, weight, canonical_points, config, seed) if config.garment_match else out
+    if not config.garment_match:
+        return out
+    return match_garments(out, colors, model_colors, weight, canonical_points, config, seed,
+                          parts if config.garment_split_parts else None)
 
 
 def _kernel_shift(colors: Tensor, model_colors: Tensor, seen: Tensor, canonical_points: Tensor,

@@ -40,6 +40,7 @@ from torch import Tensor
 
 from sigman.adam import Adam
 from sigman.body.base import BodyModel
+from sigman.body.parts import point_parts
 from sigman.gaussians import Gaussians, repose
 from sigman.girth import radial_field
 from sigman.photo_projection import (
@@ -346,6 +347,16 @@ def align_to_silhouette(canonical: Gaussians, body: BodyModel, rest_joints: Tens
 
 # --- hair -----------------------------------------------------------------------------------------------
 
+def gaussian_parts(canonical: Gaussians, body: BodyModel) -> Optional[Tensor]:
+    """``[N]`` body part of each Gaussian (:func:`sigman.body.parts.point_parts`), or ``None`` when the
+    Gaussians' skin weights are not over ``body``'s joints."""
+    parents, names = getattr(body, "parents", None), getattr(body, "joint_names", None)
+    weights = canonical.skin_weights
+    if parents is None or names is None or weights is None or weights.shape[-1] != parents.numel():
+        return None
+    return point_parts(weights, parents, names)
+
+
 def _body_markers(body: BodyModel):
     """:func:`sigman.body.markers.body_markers` of ``body`` (a few ms), or ``None`` when the body has none."""
     from sigman.body.markers import body_markers
@@ -473,7 +484,8 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
         posed_vertices = body(pose, None if shape is None else shape.to(device)).vertices[0]
         posed = pose_fn(canonical, pose, None)
     projection = project_photo(surface, posed_vertices, posed, photo_t, mask_t, camera, cfg.projection)
-    colors0 = match_unseen_colors(projection.colors, canonical.colors, projection.weight, canonical.means, cfg.projection)
+    colors0 = match_unseen_colors(projection.colors, canonical.colors, projection.weight, canonical.means, cfg.projection,
+                                  parts=gaussian_parts(canonical, body))
     hair = None
     if cfg.projection.hair:
         as_t = lambda x: None if x is None else torch.as_tensor(x).float()

@@ -116,3 +116,54 @@ def test_the_garment_step_gives_the_same_colours_on_cuda():
     gpu = match_unseen_colors(colors.cuda(), model.cuda(), weight.cuda(), points.cuda(), PhotoProjectionConfig())
     assert gpu.is_cuda
     assert float((gpu.cpu() - cpu).abs().max()) < 2e-3
+
+
+SKIN = torch.tensor([0.85, 0.62, 0.5])
+NAVY = torch.tensor([0.08, 0.1, 0.2])
+SHORT_REACH = dict(match_radius=0.02)
+
+
+def _cylinder(radius: float = 0.15, n_theta: int = 95, n_y: int = 101) -> torch.Tensor:
+    """``[N, 3]`` points on a 1 m tall cylinder, ~1 cm apart; with :data:`SHORT_REACH` the kernel shift does not
+    reach round to the back, so what the back becomes is the garment step's doing."""
+    theta = torch.linspace(0, 2 * math.pi, n_theta)[:-1]
+    t, yy = torch.meshgrid(theta, torch.linspace(0, 1, n_y), indexing="ij")
+    return torch.stack([radius * torch.sin(t), yy, radius * torch.cos(t)], dim=-1).reshape(-1, 3)
+
+
+def test_body_parts_keep_a_skin_coloured_torso_apart_from_the_face():
+    # the model paints the whole person skin; the photo shows the face skin (top 40 %) and a navy jacket below
+    points = _cylinder()
+    head = points[:, 1] > 0.6
+    model = SKIN.expand(points.shape[0], 3).clone()
+    seen = points[:, 2] > 0.02
+    colors = torch.where(seen[:, None], torch.where(head[:, None], SKIN, NAVY), model)
+    weight, parts = seen.float(), head.long()  # part 1 (head) above, 0 (torso) below
+    back_torso, back_head = ~seen & (points[:, 1] < 0.3), ~seen & (points[:, 1] > 0.7)  # away from the neck
+    joined = match_unseen_colors(colors, model, weight, points, PhotoProjectionConfig(**SHORT_REACH))  # no parts: one piece
+    split = match_unseen_colors(colors, model, weight, points, PhotoProjectionConfig(**SHORT_REACH), parts=parts)
+    off = match_unseen_colors(colors, model, weight, points, PhotoProjectionConfig(garment_split_parts=False, **SHORT_REACH), parts=parts)
+    # one skin piece with the face confirming 40 % of it is not contradicted: the back of the torso stays pale
+    assert float(_delta_e(joined[back_torso], NAVY).median()) > 25
+    assert torch.equal(off, joined)
+    # cut at the neck, the torso piece is contradicted and its back is filled from the jacket
+    assert float(_delta_e(split[back_torso], NAVY).median()) < 10
+    assert float(_delta_e(split[back_head], SKIN).median()) < 10
+
+
+def test_an_unseen_piece_of_a_like_colour_follows_a_contradicted_neighbour():
+    # the model paints the front one skin tone and the back a slightly different one (two k-means clusters);
+    # the photo shows the front navy
+    points = _cylinder()
+    front = points[:, 2] > 0.0
+    model = torch.where(front[:, None], SKIN, SKIN * 0.9).expand(points.shape[0], 3).clone()
+    seen = points[:, 2] > 0.02
+    colors = torch.where(seen[:, None], NAVY, model)
+    weight = seen.float()
+    back = points[:, 2] < -0.05
+    pieces = garment_pieces(colors, model, weight, points, PhotoProjectionConfig(**SHORT_REACH))
+    assert set(pieces.piece[back].unique().tolist()).isdisjoint(pieces.piece[seen].unique().tolist())
+    same_cluster = match_unseen_colors(colors, model, weight, points, PhotoProjectionConfig(garment_inherit_delta=0.0, **SHORT_REACH))
+    like_colour = match_unseen_colors(colors, model, weight, points, PhotoProjectionConfig(**SHORT_REACH))  # dE 15
+    assert float(_delta_e(same_cluster[back], NAVY).median()) > 20
+    assert float(_delta_e(like_colour[back], NAVY).median()) < 10
