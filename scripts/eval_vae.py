@@ -1,5 +1,7 @@
 """VAE reconstruction quality on held-out items: PSNR / SSIM (full image and foreground), and LPIPS
-when the ``lpips`` package and its weights are on the machine (never downloaded).
+when the ``lpips`` package and its weights are on the machine (never downloaded), and on synthetic data the
+garment-colour measure of ``scripts/eval_generation.py`` (CIE76 dE of each garment region's mean colour):
+what the VAE itself allows the generation to reach.
 
     python scripts/eval_vae.py --data data/synth --weights assets/weights/demo --split val --limit 64 \
         --out outputs/eval_vae.json
@@ -43,8 +45,11 @@ from sigman.evaluation import (  # noqa: E402
     select_views,
     split_items,
     vae_sample,
+    view_cameras,
     write_json,
 )
+from sigman.region_eval import (MIN_REGION_PIXELS, RegionLabeller, SyntheticSource, item_index,  # noqa: E402
+                                region_delta_e, summarise_region_errors)
 from sigman.uv import build_uv_template  # noqa: E402
 from train.common import to_device  # noqa: E402
 from train.vae_step import GaussianDecoderStep  # noqa: E402
@@ -53,14 +58,16 @@ from train.vae_step import GaussianDecoderStep  # noqa: E402
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_eval_arguments(parser, out_default="outputs/eval_vae.json")
+    parser.add_argument("--region-min-pixels", type=int, default=MIN_REGION_PIXELS,
+                        help=f"pixels a garment region needs to be compared (default {MIN_REGION_PIXELS})")
     return parser.parse_args(argv)
 
 
 @torch.no_grad()
 def reconstruct(step: GaussianDecoderStep, vae, item: HeldOutItem, views: str, size: int,
-                device: torch.device) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
+                device: torch.device) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
     """Posterior-mean reconstruction of one item at its target views: view names, renders
-    ``[V', 3, S, S]``, true images ``[V', 3, S, S]`` and true masks ``[V', 1, S, S]``."""
+    ``[V', 3, S, S]``, true images ``[V', 3, S, S]``, true masks ``[V', 1, S, S]`` and the view indices."""
     inputs = input_views(item, vae.config.num_views)
     targets = select_views(views, item.num_views, exclude=inputs)
     batch = default_collate([vae_sample(item, inputs, targets, size, vae.config.uv_size)])
@@ -68,7 +75,18 @@ def reconstruct(step: GaussianDecoderStep, vae, item: HeldOutItem, views: str, s
     batch = to_device(batch, device)
     out = step(vae, batch, phenotypes, sample_posterior=False)
     names = [item.calibration.names[v] for v in targets]
-    return names, out["rgb"][0].clamp(0, 1), batch["target_rgb"][0], batch["target_mask"][0]
+    return names, out["rgb"][0].clamp(0, 1), batch["target_rgb"][0], batch["target_mask"][0], targets
+
+
+def region_colour(labeller: RegionLabeller, item: HeldOutItem, targets: list[int], pred, gt, mask,
+                  size: int, min_pixels: int) -> Optional[dict]:
+    """Per-garment-region dE of one synthetic item (``None`` for real data or an item without a phenotype)."""
+    source = SyntheticSource.find(item.root)
+    if source is None or item.phenotype is None:
+        return None
+    labels = labeller.label_images(source, item_index(item.root), item.phenotype, item.pose,
+                                   view_cameras(item, targets, size), mask.cpu())
+    return region_delta_e(gt.cpu(), pred.cpu(), labels, min_pixels)
 
 
 def evaluate(args: argparse.Namespace) -> dict:
@@ -80,6 +98,9 @@ def evaluate(args: argparse.Namespace) -> dict:
     size = args.size or vae.config.render_size
     step = GaussianDecoderStep(body, build_uv_template(body, config.gaussian_uv_resolution), vae.config, size)
     lpips_model, lpips_status = optional_lpips(device)
+    labeller = RegionLabeller(body.cpu() if body.name == "anny" else load_body("anny", args.shape_bank)) \
+        if SyntheticSource.find(Path(items[0])) is not None else None
+    regions: list[dict] = []
     if lpips_model is None:
         print(f"LPIPS skipped: {lpips_status}")
     table, skipped = MetricTable(), []
@@ -87,7 +108,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         tick = time.perf_counter()
         try:
             item = load_item(root)
-            names, pred, gt, mask = reconstruct(step, vae, item, args.views, size, device)
+            names, pred, gt, mask, targets = reconstruct(step, vae, item, args.views, size, device)
         except EvalError:
             raise
         except LOAD_ERRORS as err:
@@ -96,6 +117,10 @@ def evaluate(args: argparse.Namespace) -> dict:
             continue
         seconds = time.perf_counter() - tick
         row = table.add(str(root), names, image_metrics(pred, gt, mask, lpips_model), seconds=seconds)
+        colour = region_colour(labeller, item, targets, pred, gt, mask, size, args.region_min_pixels) if labeller else None
+        if colour:  # None for real data, {} when no region has enough pixels
+            regions.append(colour)
+            row["region_delta_e"] = colour
         print(f"[{i}/{len(items)}] {item.name}: {format_metrics(row)} ({len(names)} views, {seconds:.1f} s)")
     if not table.items:
         raise EvalError(f"none of the {len(items)} items could be evaluated (first problem: {skipped[0]['error']})")
@@ -105,6 +130,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         "views": args.views, "input_views": vae.config.num_views, "lpips": lpips_status,
         "num_items": len(table.items), "num_images": table.num_images, "skipped": skipped,
         "metrics": table.summary(), "items": table.items, "seconds": time.perf_counter() - start,
+        "region_colour": ({**summarise_region_errors(regions), "min_pixels": args.region_min_pixels,
+                           "metric": "CIE76 delta E of mean CIELAB (D65) per garment region"} if regions else None),
     }
 
 
@@ -113,6 +140,11 @@ def run(args: argparse.Namespace) -> int:
     path = write_json(args.out, result)
     print(f"VAE reconstruction, {result['num_items']} items / {result['num_images']} views at {result['size']}px "
           f"on {result['device']}: {format_metrics(result['metrics'])} ({result['seconds']:.1f} s) -> {path}")
+    colour = result["region_colour"]
+    if colour:
+        print(f"garment colour: {colour['items_all_regions_within']:.1%} of {colour['num_items']} items have every "
+              f"region within dE 10, {colour['pairs_within']:.1%} of (item, region) pairs; per region "
+              + ", ".join(f"{k} {v:.1f}" for k, v in colour["region_delta_e_mean"].items()))
     return 0
 
 

@@ -166,6 +166,12 @@ def test_eval_vae_end_to_end(data_dir, weights_dir, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "[1/1]" in text and "VAE reconstruction" in text
     assert ("LPIPS skipped" in text) == (data["lpips"] != "ok")
+    # the garment-colour measure of the reconstruction (synthetic data)
+    assert script.main(["--data", str(data_dir), "--weights", str(weights_dir), "--out", str(out),
+                        "--region-min-pixels", "5"]) == 0
+    colour = check_result(out, 1)["region_colour"]
+    assert colour["num_items"] == 1 and 0 <= colour["pairs_within"] <= 1 and "skin" in colour["region_delta_e_mean"]
+    assert "garment colour:" in capsys.readouterr().out
     # chosen views, and the train split with a limit
     assert script.main(["--data", str(data_dir), "--weights", str(weights_dir), "--out", str(out), "--split", "train",
                         "--limit", "1", "--views", "0,1,2,3", "--size", "24"]) == 0
