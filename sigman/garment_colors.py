@@ -154,9 +154,10 @@ def garment_pieces(colors: Tensor, model_colors: Tensor, weight: Tensor, canonic
     """
     model_lab = srgb_to_lab(model_colors).float()
     photo_lab = srgb_to_lab(colors).float()
-    label = torch.cdist(model_lab, _kmeans_lab(model_lab, config.garment_clusters, seed)).argmin(-1)
+    colour_label = torch.cdist(model_lab, _kmeans_lab(model_lab, config.garment_clusters, seed)).argmin(-1)
+    label = colour_label  # the pieces' split: colour cluster, or (colour cluster, body part)
     if parts is not None:
-        label = label * (int(parts.max()) + 1) + parts.to(label.device).long()
+        label = colour_label * (int(parts.max()) + 1) + parts.to(colour_label.device).long()
     seen = weight > config.seen_threshold
     n = model_lab.shape[0]
     piece = torch.zeros(n, dtype=torch.long, device=model_lab.device)
@@ -164,15 +165,17 @@ def garment_pieces(colors: Tensor, model_colors: Tensor, weight: Tensor, canonic
     moved = torch.zeros(n, dtype=torch.bool, device=model_lab.device)
     fill = torch.zeros_like(moved)
     next_id = 0
-    decided, undecided = [], []  # (members, "keep" | "move" | "fill", delta, cluster, model colour), (members, cluster, model colour)
-    for c in torch.unique(label).tolist():
-        index = torch.nonzero(label == c)[:, 0]
-        parts = _components(canonical_points[index].float(), config.garment_voxel)
-        piece[index] = parts + next_id
-        next_id += int(parts.max()) + 1
-        order = torch.argsort(parts)
-        counts = torch.bincount(parts).tolist()
-        for members in torch.split(index[order], [c for c in counts if c > 0]):
+    # (members, "keep" | "move" | "fill", delta, colour cluster, model colour), (members, colour cluster, model colour)
+    decided, undecided = [], []
+    for value in torch.unique(label).tolist():
+        index = torch.nonzero(label == value)[:, 0]
+        c = int(colour_label[index[0]])
+        components = _components(canonical_points[index].float(), config.garment_voxel)
+        piece[index] = components + next_id
+        next_id += int(components.max()) + 1
+        order = torch.argsort(components)
+        counts = torch.bincount(components).tolist()
+        for members in torch.split(index[order], [k for k in counts if k > 0]):
             looked = members[seen[members]]
             if looked.numel() < config.garment_min_seen:
                 undecided.append((members, c, model_lab[members].median(dim=0).values))
