@@ -15,12 +15,13 @@ Given the fitted body (shape), its pose in the photo and the photo's camera:
    (:func:`match_unseen_colors`): each unseen Gaussian takes the kernel-weighted mean of the
    (photo - model) differences of seen Gaussians that are near it on the canonical body *and* similar
    to it in the model's colour (same garment), fading to no shift far from any of them; then garments
-   (:func:`match_garments`): the model's colours are cut into connected pieces of one colour, each inside one
-   body part (:func:`garment_pieces`, :mod:`sigman.body.parts`); a piece whose seen part the photo shows in other colours (a stripe the model
-   painted where the suit has straps) has its unseen part filled from the colours around it
+   (:func:`match_garments`): the model's colours are cut into connected pieces of one colour, each inside
+   one body part (:func:`garment_pieces`, :mod:`sigman.body.parts`); a piece whose seen part the photo shows
+   in other colours (a stripe the model painted where the suit has straps) has its unseen part filled from the colours around it
    (:func:`fill_from_surroundings`) instead of half-shifted, an unseen piece next to a piece the photo
    confirms keeps the model's colour (instead of the kernel's far-reaching shift), an unseen piece of a like
-   colour next to a contradicted one is filled with it, and (optionally) an unseen colour that the photo shows nowhere on the person (:func:`implausible_colors`) is filled too;
+   colour next to a contradicted one is filled with it, and (optionally) an unseen colour that the photo
+   shows nowhere on the person (:func:`implausible_colors`) is filled too;
 6. hair (:func:`estimate_hair_color`, :func:`head_hair_region`, :func:`apply_hair_color`): the face-derived
    shift of step 5 pulls the unseen back of the head towards the face's skin (the model tends to paint the
    whole seen head as face). The photo's hair colour is taken from the pixels around the face (inside the

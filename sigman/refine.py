@@ -345,8 +345,6 @@ def align_to_silhouette(canonical: Gaussians, body: BodyModel, rest_joints: Tens
     return p, cam
 
 
-# --- hair -----------------------------------------------------------------------------------------------
-
 def gaussian_parts(canonical: Gaussians, body: BodyModel) -> Optional[Tensor]:
     """``[N]`` body part of each Gaussian (:func:`sigman.body.parts.point_parts`), or ``None`` when the
     Gaussians' skin weights are not over ``body``'s joints."""
@@ -356,6 +354,8 @@ def gaussian_parts(canonical: Gaussians, body: BodyModel) -> Optional[Tensor]:
         return None
     return point_parts(weights, parents, names)
 
+
+# --- hair -----------------------------------------------------------------------------------------------
 
 def _body_markers(body: BodyModel):
     """:func:`sigman.body.markers.body_markers` of ``body`` (a few ms), or ``None`` when the body has none."""
@@ -485,7 +485,7 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
         posed = pose_fn(canonical, pose, None)
     projection = project_photo(surface, posed_vertices, posed, photo_t, mask_t, camera, cfg.projection)
     colors0 = match_unseen_colors(projection.colors, canonical.colors, projection.weight, canonical.means, cfg.projection,
-                                  parts=gaussian_parts(canonical, body))
+                                  parts=gaussian_parts(canonical, body) if cfg.projection.garment_split_parts else None)
     hair = None
     if cfg.projection.hair:
         as_t = lambda x: None if x is None else torch.as_tensor(x).float()
