@@ -213,11 +213,17 @@ def implausible_colors(lab: Tensor, palette: Tensor, config: "PhotoProjectionCon
     All False when the palette is empty or the check is off (distance <= 0)."""
     if palette.shape[0] == 0 or config.garment_palette_distance <= 0:
         return torch.zeros(lab.shape[0], dtype=torch.bool, device=lab.device)
-    if palette.shape[0] > config.garment_palette_size:
-        palette = palette[torch.linspace(0, palette.shape[0] - 1, config.garment_palette_size, device=palette.device).long()]
-    share = torch.cat([(torch.cdist(lab[i:i + 8192], palette) < config.garment_palette_distance).float().mean(-1)
-                       for i in range(0, lab.shape[0], 8192)])
+    share = palette_share(lab, palette, config.garment_palette_distance, config.garment_palette_size)
     return share < config.garment_palette_share
+
+
+def palette_share(lab: Tensor, palette: Tensor, distance: float, size: int) -> Tensor:
+    """``[N]`` the share of the colours of ``palette [M, 3]`` (CIELAB, at most ``size`` of them, evenly picked)
+    within ``distance`` (CIE76 dE) of each colour of ``lab [N, 3]``. ``palette`` must not be empty."""
+    if palette.shape[0] > size:
+        palette = palette[torch.linspace(0, palette.shape[0] - 1, size, device=palette.device).long()]
+    return torch.cat([(torch.cdist(lab[i:i + 8192], palette) < distance).float().mean(-1)
+                      for i in range(0, lab.shape[0], 8192)])
 
 
 def fill_from_surroundings(lab: Tensor, unknown: Tensor, points: Tensor, neighbours: int, iterations: int) -> Tensor:

@@ -11,7 +11,9 @@ Given the fitted body (shape), its pose in the photo and the photo's camera:
    person mask eroded by ``erode_fraction`` of the person's height (edge pixels mix in the background);
 4. colour: a mip-mapped (trilinear) photo sample at a level matching the Gaussian's footprint;
    ``colour = w * photo + (1 - w) * model``;
-5. the unseen side keeps the model's colours, shifted towards the photo near the seen side
+5. the unseen side first takes the photo's colours at its front-to-back mirror point where they are
+   common on the seen side (:mod:`sigman.mirror_colors`, called by :func:`sigman.refine.refine_avatar`; those
+   then count as seen below); the rest keeps the model's colours, shifted towards the photo near the seen side
    (:func:`match_unseen_colors`): each unseen Gaussian takes the kernel-weighted mean of the
    (photo - model) differences of seen Gaussians that are near it on the canonical body *and* similar
    to it in the model's colour (same garment), fading to no shift far from any of them; then garments
@@ -92,6 +94,16 @@ class PhotoProjectionConfig:
     garment_fill_iterations: int = 60
     garment_fill_shading: float = 0.5  # the model's lightness variation kept on filled pieces
     near: float = 0.01
+    # mirror (sigman.mirror_colors): an unseen Gaussian first takes the seen colours at its front-to-back mirror point
+    mirror_strength: float = 1.0  # 0: off; else the mirrored colour's confidence is scaled by this
+    mirror_neighbours: int = 8  # seen Gaussians averaged at the mirror point (also a low-pass: prints blur)
+    mirror_max_distance: float = 0.03  # metres: seen Gaussians further than this from the mirror point do not count
+    mirror_max_forward: float = 0.6  # bones with a larger forward share of their direction (feet) are not mirrored
+    mirror_anchors: bool = True  # True: the mirrored colours join the seen side for the matching below; False: they
+    # replace the matched colours afterwards
+    mirror_min_share: float = 0.05  # a mirrored colour that fewer than this share of its body part's seen colours
+    # come within mirror_share_delta of (a badge, a logo, a tie) counts not at all; full weight from twice the share
+    mirror_share_delta: float = 15.0  # CIE76 dE
     # hair: the unseen back / top of the head takes the photo's hair colour (estimate_hair_color)
     hair: bool = True  # False: the back of the head is matched like the rest (step 5 only)
     hair_min_contrast: float = 15.0  # CIE76 dE from the face's skin above which a head pixel counts as hair
