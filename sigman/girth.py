@@ -42,22 +42,31 @@ def bone_segments(joints: Tensor, parents: Tensor) -> tuple[Tensor, Tensor]:
     return joints[parents[child]], joints[child]
 
 
-def radial_field(means: Tensor, joints: Tensor, parents: Tensor, chunk: int = 8192) -> RadialField:
-    """The :class:`RadialField` of Gaussians at ``means [N, 3]`` around the skeleton ``joints [J, 3]``
-    with ``parents [J]`` (``-1`` for the root), all in the canonical pose."""
+def nearest_bones(means: Tensor, joints: Tensor, parents: Tensor, chunk: int = 8192) -> tuple[Tensor, Tensor]:
+    """For points ``means [N, 3]`` and the skeleton ``joints [J, 3]`` with ``parents [J]`` (canonical pose):
+    ``(radial [N, 3], segment [N])``, the vector from the nearest point of the nearest bone segment
+    (:func:`bone_segments`) to each point, and that segment's index. A skeleton with no bone gives zero
+    vectors and segment ``-1``."""
     start, end = bone_segments(joints.to(means), parents.to(means.device).long())
     if start.numel() == 0:
-        return RadialField(torch.zeros_like(means))
+        return torch.zeros_like(means), torch.full((means.shape[0],), -1, dtype=torch.long, device=means.device)
     axis = end - start  # [S, 3]
     length2 = axis.square().sum(-1).clamp_min(1e-12)  # [S]
-    vectors = []
+    vectors, segments = [], []
     for part in means.split(chunk):
         rel = part[:, None, :] - start[None]  # [n, S, 3]
         t = ((rel * axis[None]).sum(-1) / length2[None]).clamp(0.0, 1.0)  # [n, S]
         radial = rel - t[..., None] * axis[None]  # [n, S, 3]
         nearest = radial.square().sum(-1).argmin(dim=1)  # [n]
         vectors.append(radial[torch.arange(part.shape[0], device=means.device), nearest])
-    return RadialField(torch.cat(vectors))
+        segments.append(nearest)
+    return torch.cat(vectors), torch.cat(segments)
+
+
+def radial_field(means: Tensor, joints: Tensor, parents: Tensor, chunk: int = 8192) -> RadialField:
+    """The :class:`RadialField` of Gaussians at ``means [N, 3]`` around the skeleton ``joints [J, 3]``
+    with ``parents [J]`` (``-1`` for the root), all in the canonical pose."""
+    return RadialField(nearest_bones(means, joints, parents, chunk)[0])
 
 
 def thickness_change(girth: Tensor, skin_weights: Tensor) -> tuple[float, float, float]:

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from sigman.color import srgb_to_lab
 from sigman.garment_colors import palette_share
-from sigman.girth import bone_segments
+from sigman.girth import bone_segments, nearest_bones
 
 HEAD_PART = 1  # sigman.body.parts.PART_NAMES.index("head")
 _PART_SPACING = 100.0  # metres between the parts' copies in the search space (no cross-part neighbour)
@@ -43,24 +43,15 @@ def coronal_mirror(points: Tensor, joints: Tensor, parents: Tensor, max_forward:
         ``(mirrored [N, 3], valid [N] bool)``; ``valid`` is False where the bone's direction has a forward
         component above ``max_forward`` (feet and toes: no front and back to swap).
     """
-    start, end = bone_segments(joints.to(points), parents.to(points.device).long())
-    if start.numel() == 0:
+    radial, segment = nearest_bones(points, joints, parents, chunk)
+    if bool((segment < 0).all()):
         return points.clone(), torch.zeros(points.shape[0], dtype=torch.bool, device=points.device)
+    start, end = bone_segments(joints.to(points), parents.to(points.device).long())
     axis = end - start  # [S, 3]
-    length2 = axis.square().sum(-1).clamp_min(1e-12)
-    forward_share = axis[:, 2].abs() / length2.sqrt()  # [S]
-    mirrored, valid = [], []
-    for part in points.split(chunk):
-        rel = part[:, None, :] - start[None]  # [n, S, 3]
-        t = ((rel * axis[None]).sum(-1) / length2[None]).clamp(0.0, 1.0)
-        radial = rel - t[..., None] * axis[None]  # [n, S, 3]
-        nearest = radial.square().sum(-1).argmin(dim=1)  # [n]
-        r = radial[torch.arange(part.shape[0], device=points.device), nearest]
-        flipped = part.clone()
-        flipped[:, 2] = part[:, 2] - 2 * r[:, 2]
-        mirrored.append(flipped)
-        valid.append(forward_share[nearest] <= max_forward)
-    return torch.cat(mirrored), torch.cat(valid)
+    forward_share = axis[:, 2].abs() / axis.norm(dim=-1).clamp_min(1e-6)  # [S]
+    mirrored = points.clone()
+    mirrored[:, 2] = points[:, 2] - 2 * radial[:, 2]
+    return mirrored, forward_share[segment] <= max_forward
 
 
 def common_color_share(partner: Tensor, colors: Tensor, seen: Tensor, part_ids: Tensor, partner_parts: Tensor,

@@ -99,8 +99,6 @@ class PhotoProjectionConfig:
     mirror_neighbours: int = 8  # seen Gaussians averaged at the mirror point (also a low-pass: prints blur)
     mirror_max_distance: float = 0.03  # metres: seen Gaussians further than this from the mirror point do not count
     mirror_max_forward: float = 0.6  # bones with a larger forward share of their direction (feet) are not mirrored
-    mirror_anchors: bool = True  # True: the mirrored colours join the seen side for the matching below; False: they
-    # replace the matched colours afterwards
     mirror_min_share: float = 0.05  # a mirrored colour that fewer than this share of its body part's seen colours
     # come within mirror_share_delta of (a badge, a logo, a tie) counts not at all; full weight from twice the share
     mirror_share_delta: float = 15.0  # CIE76 dE

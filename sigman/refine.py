@@ -485,19 +485,16 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
         posed_vertices = body(pose, None if shape is None else shape.to(device)).vertices[0]
         posed = pose_fn(canonical, pose, None)
     projection = project_photo(surface, posed_vertices, posed, photo_t, mask_t, camera, cfg.projection)
-    parts = gaussian_parts(canonical, body)
-    seen_colors, seen_weight = projection.colors, projection.weight
     body_parents = getattr(body, "parents", None)
     mirror = (cfg.projection.mirror_strength > 0 and body_parents is not None
               and body_parents.numel() == rest_joints.shape[0])
-    if mirror and cfg.projection.mirror_anchors:
+    parts = gaussian_parts(canonical, body) if (mirror or cfg.projection.garment_split_parts) else None
+    seen_colors, seen_weight = projection.colors, projection.weight
+    if mirror:  # the mirrored colours join the seen side for the matching
         seen_colors, seen_weight = mirror_seen_colors(seen_colors, seen_weight, canonical.means, rest_joints,
                                                       body_parents, parts, cfg.projection)
     colors0 = match_unseen_colors(seen_colors, canonical.colors, seen_weight, canonical.means, cfg.projection,
                                   parts=parts if cfg.projection.garment_split_parts else None)
-    if mirror and not cfg.projection.mirror_anchors:
-        colors0, _ = mirror_seen_colors(colors0, seen_weight, canonical.means, rest_joints, body_parents, parts,
-                                        cfg.projection)
     hair = None
     if cfg.projection.hair:
         as_t = lambda x: None if x is None else torch.as_tensor(x).float()
