@@ -10,8 +10,10 @@ connected pieces of one colour (:func:`garment_pieces`), and each piece is decid
   its unseen part takes the colours around it (:func:`fill_from_surroundings`, a harmonic fill on the
   canonical body) plus some of the model's lightness variation;
 - a piece the photo confirms (its dominant photo colour within ``garment_min_delta`` of the model's) is
-  **kept** under the kernel shift, and an unseen piece of the same colour next to it (within
-  ``garment_inherit_distance``) keeps the model's colour;
+  **kept** under the kernel shift, and an unseen piece of a like colour next to it (within
+  ``garment_inherit_distance``) takes its photo colour (``garment_follow_photo``; else it keeps the model's);
+  the head's pieces (face, hair) lead no piece of another part (``garment_inherit_from_head``): the model's
+  ponytail down a short-haired person's back does not stay because the hair above it was confirmed;
 - optionally (``garment_move``) a piece the photo shows in one other colour **moves** to it, unseen part
   included (off by default: on the held-out subjects a front print then paints the back);
 - optionally (``garment_palette_distance > 0``, off by default: fragile on the held-out subjects) an unseen
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Optional
 import torch
 from torch import Tensor
 
+from sigman.body.parts import PART_NAMES
 from sigman.color import lab_to_srgb, srgb_to_lab
 
 if TYPE_CHECKING:  # the config lives with the projection, which imports this module
@@ -93,11 +96,13 @@ class GarmentPieces:
     fill: Tensor
 
 
-def _inherit(decided: list, undecided: list, points: Tensor, distance: float, max_delta: float) -> list:
+def _inherit(decided: list, undecided: list, points: Tensor, distance: float, max_delta: float,
+             follow_photo: bool = False) -> list:
     """The undecided pieces (``(members, cluster, model colour)``) within ``distance`` of a decided one of a like
     colour (``(members, decision, delta, cluster, model colour)``: the same k-means cluster, or model colours
-    within ``max_delta`` dE), each with the decision of the nearest such piece: a kept piece's follower keeps
-    the model's colour (a zero move). One k-d tree per set of like pieces, shared by the pieces that have it."""
+    within ``max_delta`` dE), each with the decision of the nearest such piece: a kept piece's follower moves
+    to that piece's photo colour (``follow_photo``) or keeps its own model colour (a zero move). One k-d tree
+    per set of like pieces, shared by the pieces that have it."""
     import numpy as np
     from scipy.spatial import cKDTree
 
@@ -119,9 +124,12 @@ def _inherit(decided: list, undecided: list, points: Tensor, distance: float, ma
         gap, hit = tree.query(pts[members.cpu().numpy()], k=1)
         nearest = int(gap.argmin())
         if float(gap[nearest]) <= distance:
-            _, decision, delta, _, _ = decided[int(owner[hit[nearest]])]
-            # following a kept piece: the model's colour, which the photo confirmed on its seen part
-            out.append((members, "move", delta * 0) if decision == "keep" else (members, decision, delta))
+            _, decision, delta, _, leader_colour = decided[int(owner[hit[nearest]])]
+            if decision == "keep":  # following a kept piece: the model's colour, which the photo confirmed there,
+                # or (follow_photo) the photo's colour of that piece
+                delta = (leader_colour + delta - colour).to(delta) if follow_photo else delta * 0
+                decision = "move"
+            out.append((members, decision, delta))
     return out
 
 
@@ -195,8 +203,17 @@ def garment_pieces(colors: Tensor, model_colors: Tensor, weight: Tensor, canonic
     # by the model's shorts; a skin-coloured back beside a contradicted skin-coloured front) is the same garment:
     # it follows that piece
     if decided and undecided and config.garment_inherit_distance > 0:
-        decided = [d[:3] for d in decided] + _inherit(decided, undecided, canonical_points,
-                                                      config.garment_inherit_distance, config.garment_inherit_delta)
+        groups = [(decided, undecided)]
+        if parts is not None and not config.garment_inherit_from_head:
+            # the head's pieces (face, hair) lead no other part's: a ponytail or a bare back is not the face's
+            head = PART_NAMES.index("head")
+            in_head = lambda piece: int(parts[piece[0][0]]) == head
+            groups = [([d for d in decided if in_head(d) == h], [u for u in undecided if in_head(u) == h])
+                      for h in (True, False)]
+        followers = [f for leaders, group in groups if leaders and group
+                     for f in _inherit(leaders, group, canonical_points, config.garment_inherit_distance,
+                                       config.garment_inherit_delta, config.garment_follow_photo)]
+        decided = [d[:3] for d in decided] + followers
     for members, decision, delta, *_ in decided:
         if decision == "move":
             move[members], moved[members] = delta, True

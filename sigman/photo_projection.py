@@ -20,10 +20,13 @@ Given the fitted body (shape), its pose in the photo and the photo's camera:
    (:func:`match_garments`): the model's colours are cut into connected pieces of one colour, each inside
    one body part (:func:`garment_pieces`, :mod:`sigman.body.parts`); a piece whose seen part the photo shows
    in other colours (a stripe the model painted where the suit has straps) has its unseen part filled from the colours around it
-   (:func:`fill_from_surroundings`) instead of half-shifted, an unseen piece next to a piece the photo
-   confirms keeps the model's colour (instead of the kernel's far-reaching shift), an unseen piece of a like
+   (:func:`fill_from_surroundings`) instead of half-shifted, an unseen piece of a like colour next to a piece
+   the photo confirms takes that piece's photo colour (instead of the kernel's far-reaching shift; the head's
+   pieces lead no other part's), an unseen piece of a like
    colour next to a contradicted one is filled with it, and (optionally) an unseen colour that the photo
-   shows nowhere on the person (:func:`implausible_colors`) is filled too;
+   shows nowhere on the person (:func:`implausible_colors`) is filled too; last, no unseen colour is more
+   saturated than the photo shows its hue (:func:`cap_unseen_chroma`, called by
+   :func:`sigman.refine.refine_avatar`: a greyscale photo gets a grey back);
 6. hair (:func:`estimate_hair_color`, :func:`head_hair_region`, :func:`apply_hair_color`): the face-derived
    shift of step 5 pulls the unseen back of the head towards the face's skin (the model tends to paint the
    whole seen head as face). The photo's hair colour is taken from the pixels around the face (inside the
@@ -84,12 +87,18 @@ class PhotoProjectionConfig:
     garment_move_share: float = 0.5  # the dominant photo colour's share of the seen part for a move
     garment_contradicted_share: float = 0.2  # at most this share of the seen part in the model's colour: fill
     garment_inherit_distance: float = 0.3  # metres: an unseen piece this near a decided one of its colour follows it
+    garment_inherit_from_head: bool = False  # True: pieces of other parts may follow the head's (face, hair)
+    garment_follow_photo: bool = True  # a piece following a kept one takes that piece's photo colour (False: its
+    # own model colour, which may be another colour of the same k-means cluster: dark red beside navy)
     garment_inherit_delta: float = 15.0  # CIE76 dE: "its colour" is its k-means cluster, or model colours this close
     garment_palette_distance: float = 0.0  # CIE76 dE: an unseen colour with fewer than garment_palette_share of
     # the seen photo colours this near is filled from its surroundings (0: off, the default: on the held-out
     # subjects it moved subject 2 by -0.4 to +0.0 dB with the palette's sample size, and changed little on real photos)
     garment_palette_share: float = 0.01
     garment_palette_size: int = 1024
+    unseen_chroma_quantile: float = 0.9  # cap_unseen_chroma: an unseen colour is no more saturated than this
+    unseen_chroma_margin: float = 2.0  # quantile of the seen colours of its hue (CIELAB chroma), plus this
+    unseen_chroma_bins: int = 24  # hue sectors (quantile 0: off)
     garment_fill_neighbours: int = 8  # nearest Gaussians of the fill's diffusion
     garment_fill_iterations: int = 60
     garment_fill_shading: float = 0.5  # the model's lightness variation kept on filled pieces
@@ -295,6 +304,50 @@ def match_unseen_colors(colors: Tensor, model_colors: Tensor, weight: Tensor, ca
         return out
     return match_garments(out, colors, model_colors, weight, canonical_points, config, seed,
                           parts if config.garment_split_parts else None)
+
+
+def hue_chroma_caps(seen_lab: Tensor, bins: int, quantile: float, min_count: int) -> Tensor:
+    """``[bins]`` the ``quantile`` of the CIELAB chroma of the colours ``seen_lab [M, 3]`` in each hue sector
+    (``bins`` equal sectors, each pooled with its two neighbours); a sector with fewer than ``min_count`` colours
+    gets the median chroma of them all."""
+    chroma = seen_lab[:, 1:].norm(dim=-1)
+    hue = torch.atan2(seen_lab[:, 2], seen_lab[:, 1])
+    sector = ((hue / (2 * torch.pi) * bins).floor().long() % bins)
+    fallback = chroma.median() if chroma.numel() else chroma.new_zeros(())
+    caps = torch.empty(bins, device=seen_lab.device)
+    for b in range(bins):
+        pooled = chroma[(sector - b + 1) % bins <= 2]
+        caps[b] = torch.quantile(pooled[:100000], quantile) if pooled.numel() >= min_count else fallback
+    return caps
+
+
+def cap_unseen_chroma(out: Tensor, colors: Tensor, weight: Tensor, config: PhotoProjectionConfig) -> Tensor:
+    """``out [N, 3]`` with no unseen colour more saturated than the photo shows its hue on the person.
+
+    The seen Gaussians' colours (``colors [N, 3]``, the projection's, where its ``weight [N] > seen_threshold``)
+    give a chroma cap per CIELAB hue (:func:`hue_chroma_caps`, ``unseen_chroma_bins`` sectors, their
+    ``unseen_chroma_quantile``, interpolated between sector centres) plus ``unseen_chroma_margin``; a colour
+    above the cap of its hue is desaturated to it (hue and lightness kept), applied with ``1 - weight`` (seen
+    Gaussians keep the photo). A greyscale photo then gets a grey back, not the model's cyan; blue shoes seen
+    in the photo stay blue behind. Off when ``unseen_chroma_quantile <= 0``.
+    """
+    seen = weight > config.seen_threshold
+    if config.unseen_chroma_quantile <= 0 or int(seen.sum()) < config.garment_min_seen:
+        return out
+    bins = config.unseen_chroma_bins
+    caps = hue_chroma_caps(srgb_to_lab(colors[seen]).float(), bins, config.unseen_chroma_quantile,
+                           config.garment_min_seen) + config.unseen_chroma_margin
+    lab = srgb_to_lab(out).float()
+    chroma = lab[:, 1:].norm(dim=-1, keepdim=True)
+    position = torch.atan2(lab[:, 2], lab[:, 1]) / (2 * torch.pi) * bins - 0.5  # sector centres at integers
+    low = position.floor()
+    frac = (position - low)[:, None]
+    low = low.long() % bins
+    cap = caps[low][:, None] * (1 - frac) + caps[(low + 1) % bins][:, None] * frac
+    factor = (cap / chroma.clamp_min(1e-6)).clamp(max=1.0)
+    factor = 1 - (1 - weight[:, None].clamp(0, 1)) * (1 - factor)  # seen Gaussians: factor 1
+    capped = lab_to_srgb(torch.cat([lab[:, :1], lab[:, 1:] * factor], dim=-1)).to(out).clamp(0, 1)
+    return torch.where(factor < 1, capped, out)
 
 
 def _kernel_shift(colors: Tensor, model_colors: Tensor, seen: Tensor, canonical_points: Tensor,

@@ -56,6 +56,7 @@ from sigman.photo_projection import (
     HairEstimate,
     implausible_head_colors,
     match_implausible_neck,
+    cap_unseen_chroma,
     match_unseen_colors,
     as_surface,
     project_photo,
@@ -495,6 +496,7 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
                                                       body_parents, parts, cfg.projection)
     colors0 = match_unseen_colors(seen_colors, canonical.colors, seen_weight, canonical.means, cfg.projection,
                                   parts=parts if cfg.projection.garment_split_parts else None)
+    colors0 = cap_unseen_chroma(colors0, projection.colors, projection.weight, cfg.projection)
     hair = None
     if cfg.projection.hair:
         as_t = lambda x: None if x is None else torch.as_tensor(x).float()

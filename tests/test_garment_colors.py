@@ -167,3 +167,51 @@ def test_an_unseen_piece_of_a_like_colour_follows_a_contradicted_neighbour():
     like_colour = match_unseen_colors(colors, model, weight, points, PhotoProjectionConfig(**SHORT_REACH))  # dE 15
     assert float(_delta_e(same_cluster[back], NAVY).median()) > 20
     assert float(_delta_e(like_colour[back], NAVY).median()) < 10
+
+
+def test_a_follower_of_a_confirmed_piece_takes_its_photo_colour_and_the_head_leads_no_other_part():
+    # the model: a navy front and a dark red back, one k-means cluster, cut into two pieces by the body parts
+    # (front: an arm, back: the torso); the photo confirms the navy front, the back follows it
+    points = _cylinder()
+    front = points[:, 2] > 0.0
+    dark_red = torch.tensor([0.22, 0.08, 0.08])
+    model = torch.where(front[:, None], NAVY, dark_red).expand(points.shape[0], 3).clone()
+    seen = points[:, 2] > 0.02
+    colors = torch.where(seen[:, None], NAVY, model)
+    weight, back = seen.float(), points[:, 2] < -0.05
+    config = dict(garment_clusters=1, **SHORT_REACH)
+    arm = front.long() * 2
+    own = match_unseen_colors(colors, model, weight, points, PhotoProjectionConfig(garment_follow_photo=False, **config),
+                              parts=arm)
+    photo = match_unseen_colors(colors, model, weight, points, PhotoProjectionConfig(**config), parts=arm)
+    assert float(_delta_e(own[back], dark_red).max()) < 1.0  # the model's dark red stays
+    assert float(_delta_e(photo[back], NAVY).median()) < 3.0  # the confirmed navy goes round
+    # the front a head instead: the back follows nothing
+    head = front.long()
+    led = match_unseen_colors(colors, model, weight, points, PhotoProjectionConfig(garment_inherit_from_head=True, **config),
+                              parts=head)
+    unled = match_unseen_colors(colors, model, weight, points, PhotoProjectionConfig(**config), parts=head)
+    assert float(_delta_e(led[back], NAVY).median()) < 3.0
+    assert float(_delta_e(unled[back], NAVY).median()) > 10.0
+
+
+def test_the_unseen_side_is_no_more_colourful_than_the_photo_shows_its_hue():
+    from sigman.photo_projection import cap_unseen_chroma
+
+    points = _cylinder()
+    seen = points[:, 2] > 0.02
+    weight = seen.float()
+    low = points[:, 1] < 0.1
+    cyan = torch.tensor([0.1, 0.55, 0.6])
+    grey = torch.tensor([0.4, 0.4, 0.4])
+    blue_shoe = torch.tensor([0.1, 0.2, 0.95])
+    # a greyscale photo with blue shoes (the bottom 10 %) on the front; the model's back is cyan above, blue below
+    photo = torch.where((seen & low)[:, None], blue_shoe, torch.where(seen[:, None], grey, cyan))
+    out_colors = torch.where((~seen & low)[:, None], blue_shoe, photo)
+    out = cap_unseen_chroma(out_colors, photo, weight, PhotoProjectionConfig())
+    chroma = lambda c: srgb_to_lab(c)[:, 1:].norm(dim=-1)
+    assert float(chroma(out[~seen & ~low]).max()) < 4.0 < float(chroma(out_colors[~seen & ~low]).min())
+    assert float(_delta_e(out[~seen & low], blue_shoe).max()) < 1.0  # the photo shows blue: it stays
+    assert torch.equal(out[seen], out_colors[seen])
+    off = cap_unseen_chroma(out_colors, photo, weight, PhotoProjectionConfig(unseen_chroma_quantile=0.0))
+    assert torch.equal(off, out_colors)
