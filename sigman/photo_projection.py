@@ -96,9 +96,10 @@ class PhotoProjectionConfig:
     # subjects it moved subject 2 by -0.4 to +0.0 dB with the palette's sample size, and changed little on real photos)
     garment_palette_share: float = 0.01
     garment_palette_size: int = 1024
-    unseen_chroma_quantile: float = 0.9  # cap_unseen_chroma: an unseen colour is no more saturated than this
-    unseen_chroma_margin: float = 2.0  # quantile of the seen colours of its hue (CIELAB chroma), plus this
-    unseen_chroma_bins: int = 24  # hue sectors (quantile 0: off)
+    # cap_unseen_chroma: an unseen colour's CIELAB chroma is at most this quantile of the seen colours of its hue
+    unseen_chroma_quantile: float = 0.9  # (0: off)
+    unseen_chroma_margin: float = 2.0  # plus this
+    unseen_chroma_bins: int = 24  # hue sectors
     garment_fill_neighbours: int = 8  # nearest Gaussians of the fill's diffusion
     garment_fill_iterations: int = 60
     garment_fill_shading: float = 0.5  # the model's lightness variation kept on filled pieces
@@ -309,11 +310,11 @@ def match_unseen_colors(colors: Tensor, model_colors: Tensor, weight: Tensor, ca
 def hue_chroma_caps(seen_lab: Tensor, bins: int, quantile: float, min_count: int) -> Tensor:
     """``[bins]`` the ``quantile`` of the CIELAB chroma of the colours ``seen_lab [M, 3]`` in each hue sector
     (``bins`` equal sectors, each pooled with its two neighbours); a sector with fewer than ``min_count`` colours
-    gets the median chroma of them all."""
+    gets the median chroma of them all. ``seen_lab`` must not be empty."""
     chroma = seen_lab[:, 1:].norm(dim=-1)
     hue = torch.atan2(seen_lab[:, 2], seen_lab[:, 1])
     sector = ((hue / (2 * torch.pi) * bins).floor().long() % bins)
-    fallback = chroma.median() if chroma.numel() else chroma.new_zeros(())
+    fallback = chroma.median()
     caps = torch.empty(bins, device=seen_lab.device)
     for b in range(bins):
         pooled = chroma[(sector - b + 1) % bins <= 2]
