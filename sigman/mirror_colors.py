@@ -114,9 +114,12 @@ def mirror_seen_colors(colors: Tensor, weight: Tensor, canonical_points: Tensor,
     offset[:, 0] = part_ids.float() * _PART_SPACING
     seen_idx = torch.nonzero(seen)[:, 0]
     query_idx = torch.nonzero(candidates)[:, 0]
-    tree = cKDTree((canonical_points.float() + offset)[seen_idx].double().cpu().numpy())
+    # depth counts less than the other two axes: the torso's bones lie nearer its back than its front, so the
+    # mirror point of the back falls inside the chest, and the partner is the seen surface straight ahead of it
+    stretch = torch.tensor([1.0, 1.0, config.mirror_depth_scale], device=device)
+    tree = cKDTree(((canonical_points.float() + offset) * stretch)[seen_idx].double().cpu().numpy())
     k = min(config.mirror_neighbours, seen_idx.numel())
-    dist, idx = tree.query((mirrored + offset)[query_idx].double().cpu().numpy(), k=k,
+    dist, idx = tree.query(((mirrored + offset) * stretch)[query_idx].double().cpu().numpy(), k=k,
                            distance_upper_bound=config.mirror_max_distance)
     dist = torch.from_numpy(dist).reshape(-1, k).to(device)
     idx = torch.from_numpy(idx).reshape(-1, k).to(device)

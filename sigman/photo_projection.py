@@ -108,6 +108,7 @@ class PhotoProjectionConfig:
     mirror_strength: float = 1.0  # 0: off; else the mirrored colour's confidence is scaled by this
     mirror_neighbours: int = 8  # seen Gaussians averaged at the mirror point (also a low-pass: prints blur)
     mirror_max_distance: float = 0.03  # metres: seen Gaussians further than this from the mirror point do not count
+    mirror_depth_scale: float = 0.1  # the front-to-back axis counts this much in that distance (1: a plain distance)
     mirror_max_forward: float = 0.6  # bones with a larger forward share of their direction (feet) are not mirrored
     mirror_min_share: float = 0.05  # a mirrored colour that fewer than this share of its body part's seen colours
     # come within mirror_share_delta of (a badge, a logo, a tie) counts not at all; full weight from twice the share
@@ -322,7 +323,8 @@ def hue_chroma_caps(seen_lab: Tensor, bins: int, quantile: float, min_count: int
     return caps
 
 
-def cap_unseen_chroma(out: Tensor, colors: Tensor, weight: Tensor, config: PhotoProjectionConfig) -> Tensor:
+def cap_unseen_chroma(out: Tensor, colors: Tensor, weight: Tensor, config: PhotoProjectionConfig,
+                      allowed: Optional[Tensor] = None) -> Tensor:
     """``out [N, 3]`` with no unseen colour more saturated than the photo shows its hue on the person.
 
     The seen Gaussians' colours (``colors [N, 3]``, the projection's, where its ``weight [N] > seen_threshold``)
@@ -330,7 +332,9 @@ def cap_unseen_chroma(out: Tensor, colors: Tensor, weight: Tensor, config: Photo
     ``unseen_chroma_quantile``, interpolated between sector centres) plus ``unseen_chroma_margin``; a colour
     above the cap of its hue is desaturated to it (hue and lightness kept), applied with ``1 - weight`` (seen
     Gaussians keep the photo). A greyscale photo then gets a grey back, not the model's cyan; blue shoes seen
-    in the photo stay blue behind. Off when ``unseen_chroma_quantile <= 0``.
+    in the photo stay blue behind. Off when ``unseen_chroma_quantile <= 0``. ``allowed [N, 3]``: colours whose
+    own chroma each Gaussian may keep even above the cap (the colours before a refinement, which may then add
+    no saturation beyond them and the cap).
     """
     seen = weight > config.seen_threshold
     if config.unseen_chroma_quantile <= 0 or int(seen.sum()) < config.garment_min_seen:
@@ -345,7 +349,10 @@ def cap_unseen_chroma(out: Tensor, colors: Tensor, weight: Tensor, config: Photo
     frac = (position - low)[:, None]
     low = low.long() % bins
     cap = caps[low][:, None] * (1 - frac) + caps[(low + 1) % bins][:, None] * frac
-    factor = (cap / chroma.clamp_min(1e-6)).clamp(max=1.0)
+    if allowed is not None:
+        cap = torch.maximum(cap, srgb_to_lab(allowed).float()[:, 1:].norm(dim=-1, keepdim=True))
+    # a colour within 0.01 of its cap (e.g. one capped before, back from the CIELAB round trip) is left as it is
+    factor = torch.where(chroma > cap + 1e-2, cap / chroma.clamp_min(1e-6), torch.ones_like(chroma))
     factor = 1 - (1 - weight[:, None].clamp(0, 1)) * (1 - factor)  # seen Gaussians: factor 1
     capped = lab_to_srgb(torch.cat([lab[:, :1], lab[:, 1:] * factor], dim=-1)).to(out).clamp(0, 1)
     return torch.where(factor < 1, capped, out)

@@ -215,3 +215,28 @@ def test_the_unseen_side_is_no_more_colourful_than_the_photo_shows_its_hue():
     assert torch.equal(out[seen], out_colors[seen])
     off = cap_unseen_chroma(out_colors, photo, weight, PhotoProjectionConfig(unseen_chroma_quantile=0.0))
     assert torch.equal(off, out_colors)
+
+
+def test_after_the_refinement_the_cap_takes_only_what_it_added():
+    from sigman.photo_projection import cap_unseen_chroma
+
+    points = _cylinder()
+    seen = points[:, 2] > 0.02
+    weight = torch.where(seen, 1.0, 0.0)
+    weight[(points[:, 2] > -0.02) & ~seen] = 0.5  # half-seen edges
+    grey = torch.tensor([0.4, 0.4, 0.4])
+    config = PhotoProjectionConfig()
+    before = cap_unseen_chroma(torch.where(seen[:, None], grey, torch.tensor([0.1, 0.55, 0.6])), grey.expand_as(points),
+                               weight, config)
+    # capping again what was capped (a refinement that changed nothing) changes nothing, half-seen edges included
+    assert torch.equal(cap_unseen_chroma(before, grey.expand_as(points), weight, config, allowed=before), before)
+    # a refinement that turns the half-seen edges teal: the cap takes that back (half of it, as their weight says)
+    teal = torch.where((weight == 0.5)[:, None], torch.tensor([0.1, 0.6, 0.55]), before)
+    again = cap_unseen_chroma(teal, grey.expand_as(points), weight, config, allowed=before)
+    chroma = lambda c: srgb_to_lab(c)[:, 1:].norm(dim=-1)
+    edge = weight == 0.5
+    # the half-seen edge keeps half of the cut down to what it had before (its own chroma is above the grey cap)
+    expected = chroma(teal[edge]) * (1 - 0.5 * (1 - chroma(before[edge]) / chroma(teal[edge])))
+    assert float((chroma(again[edge]) - expected).abs().max()) < 1.0
+    assert float(chroma(again[edge]).max()) < 0.8 * float(chroma(teal[edge]).min())
+    assert torch.equal(again[~edge], teal[~edge])

@@ -82,7 +82,26 @@ def test_parts_keep_partners_apart_and_the_head_is_left_out():
     # the back of the cylinder is another part than its front: no partner is found, nothing changes there
     parts = torch.where(points[:, 2] > 0, 0, 2)
     out, _ = mirror_seen_colors(colors, weight, points, JOINTS, PARENTS, parts, PhotoProjectionConfig())
-    assert torch.equal(out, colors)
+    assert torch.equal(out[parts == 2], colors[parts == 2])
+    whole, _ = mirror_seen_colors(colors, weight, points, JOINTS, PARENTS, None, PhotoProjectionConfig())
+    assert not torch.equal(whole[parts == 2], colors[parts == 2])  # one part: the back does get the front
     head = torch.ones_like(parts)  # part 1 is the head
     out, _ = mirror_seen_colors(colors, weight, points, JOINTS, PARENTS, head, PhotoProjectionConfig())
     assert torch.equal(out, colors)
+
+
+def test_a_bone_near_the_back_still_finds_the_front_straight_ahead():
+    # a torso: the bone 6 cm behind the cylinder's axis, so a back point reflected about it lands inside the
+    # chest, 12 cm short of the seen front; with depth counting fully (mirror_depth_scale=1) no partner is found
+    points, colors, weight, _, _ = _scene()
+    joints = JOINTS + torch.tensor([0.0, 0.0, -0.06])
+    back = points[:, 2] < -0.05
+    inner = back & (torch.sin(points[:, 0] * 40).abs() > 0.5)
+    mirrored_stripe = torch.sin(points[:, 0] * 40) > 0
+    plain, plain_weight = mirror_seen_colors(colors, weight, points, joints, PARENTS, None,
+                                             PhotoProjectionConfig(mirror_depth_scale=1.0))
+    assert (plain_weight[inner] > 0.5).float().mean() < 0.2
+    out, out_weight = mirror_seen_colors(colors, weight, points, joints, PARENTS, None, PhotoProjectionConfig())
+    assert (out_weight[inner] > 0.9).float().mean() > 0.9
+    assert (_delta_e(out[inner & mirrored_stripe], RED) < 10).float().mean() > 0.9
+    assert (_delta_e(out[inner & ~mirrored_stripe], BLUE) < 10).float().mean() > 0.9
