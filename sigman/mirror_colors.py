@@ -3,7 +3,9 @@
 Clothes are mostly alike front and back: a striped shirt is striped behind too, trousers are one colour
 all round, a sock's band goes round the leg. Each unseen Gaussian looks at its *mirror point*, its own
 position reflected front to back about the bone it sits on (in the canonical pose, where the body faces
-``+z``), and takes the mean photo colour of the seen Gaussians of its body part nearest to that point.
+``+z``), and takes the mean photo colour of the seen Gaussians of its body part nearest to that point, with
+the front-to-back axis counting ``mirror_depth_scale`` as much as the others (the torso's bones lie nearer its
+back, so the mirror point of the back falls inside the chest: the partner is the seen surface straight ahead).
 The mean over several neighbours is also a low-pass filter: stripes and colour blocks come through,
 small prints (letters, a badge) blur.
 
