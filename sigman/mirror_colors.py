@@ -96,8 +96,9 @@ def mirror_seen_colors(colors: Tensor, weight: Tensor, canonical_points: Tensor,
     Returns:
         ``(colors [N, 3], weight [N])``: an unseen Gaussian with a mirror partner gets
         ``c + (1 - w) q (partner - c)`` and weight ``w + (1 - w) q``, where ``q`` is the share of its
-        ``mirror_neighbours`` seen neighbours within ``mirror_max_distance`` of the mirror point times their
-        mean weight, times ``mirror_strength``; the others are returned unchanged.
+        ``mirror_neighbours`` seen neighbours within ``mirror_max_distance`` of the mirror point (depth scaled
+        by ``mirror_depth_scale``) times their mean weight, times ``mirror_strength``; the others are returned
+        unchanged.
     """
     device = colors.device
     seen = weight > config.seen_threshold
