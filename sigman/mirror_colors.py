@@ -117,8 +117,7 @@ def mirror_seen_colors(colors: Tensor, weight: Tensor, canonical_points: Tensor,
     offset[:, 0] = part_ids.float() * _PART_SPACING
     seen_idx = torch.nonzero(seen)[:, 0]
     query_idx = torch.nonzero(candidates)[:, 0]
-    # depth counts less than the other two axes: the torso's bones lie nearer its back than its front, so the
-    # mirror point of the back falls inside the chest, and the partner is the seen surface straight ahead of it
+    # depth counts mirror_depth_scale as much as the other axes (see the module docstring)
     stretch = torch.tensor([1.0, 1.0, config.mirror_depth_scale], device=device)
     tree = cKDTree(((canonical_points.float() + offset) * stretch)[seen_idx].double().cpu().numpy())
     k = min(config.mirror_neighbours, seen_idx.numel())

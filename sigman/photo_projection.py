@@ -351,8 +351,7 @@ def cap_unseen_chroma(out: Tensor, colors: Tensor, weight: Tensor, config: Photo
     cap = caps[low][:, None] * (1 - frac) + caps[(low + 1) % bins][:, None] * frac
     if allowed is not None:
         cap = torch.maximum(cap, srgb_to_lab(allowed).float()[:, 1:].norm(dim=-1, keepdim=True))
-    # a colour within 0.01 of its cap (e.g. one capped before, back from the CIELAB round trip) is left as it is
-    factor = torch.where(chroma > cap + 1e-2, cap / chroma.clamp_min(1e-6), torch.ones_like(chroma))
+    factor = (cap / chroma.clamp_min(1e-6)).clamp(max=1.0)
     factor = 1 - (1 - weight[:, None].clamp(0, 1)) * (1 - factor)  # seen Gaussians: factor 1
     capped = lab_to_srgb(torch.cat([lab[:, :1], lab[:, 1:] * factor], dim=-1)).to(out).clamp(0, 1)
     return torch.where(factor < 1, capped, out)

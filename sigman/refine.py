@@ -611,13 +611,14 @@ def refine_avatar(canonical: Gaussians, body: BodyModel, template: Union[UVTempl
         if use_girth:  # the Gaussians that were not rendered (the back) take their joints' thickness change too
             means_all, scales_all = radial.thicken(means_all, scales_all, skin @ d_girth)
         # the steps may push a half-seen edge Gaussian past the photo's chroma again: what they add is capped
-        recapped = cap_unseen_chroma(projected.colors.index_copy(0, active, g.colors), projection.colors,
-                                     projection.weight, cfg.projection, allowed=projected.colors)
+        # (the Gaussians they did not change are left exactly as they were)
+        final_colors = cap_unseen_chroma(projected.colors.index_copy(0, active, g.colors), projection.colors,
+                                         projection.weight, cfg.projection, allowed=projected.colors)
         refined = projected.with_(
             means=means_all.index_copy(0, active, g.means),
             scales=scales_all.index_copy(0, active, g.scales),
             opacities=projected.opacities.index_copy(0, active, g.opacities),
-            colors=projected.colors.index_copy(0, active, recapped[active]),
+            colors=final_colors,
         ).detach()
         final_camera = _camera_with(camera, d_cam_rot, d_cam_trans, d_log_focal)
         final_camera = Camera(final_camera.viewmats.detach(), final_camera.Ks.detach(), w, h)
